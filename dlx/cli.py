@@ -1,0 +1,142 @@
+"""`dlx <command> [overrides]`: compose the command's config with Hydra and run it.
+
+Nothing heavy is imported here: `dlx --help` must answer instantly, and config errors must be
+reported before TensorFlow is loaded. Errors the user can fix print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# command -> one-line description; hydra commands compose conf/<command>.yaml
+HYDRA_COMMANDS = {
+    "train": "train a model: dlx train model=cnn dataset=mnist optimizer.lr=0.01",
+    "eval": "re-evaluate a run's best model: dlx eval run=outputs/DATE/TIME",
+    "predict": "classify image files: dlx predict run=outputs/DATE/TIME inputs='imgs/*.png'",
+}
+OTHER_COMMANDS = {
+    "data": "list or download datasets: dlx data list | dlx data download mnist",
+}
+
+
+def _groups() -> dict[str, list[str]]:
+    from dlx.config import conf_dir
+
+    root = conf_dir()
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith((".", "_"))
+    }
+
+
+def print_help() -> None:
+    lines = ["usage: dlx <command> [key=value ...] [hydra flags: -m, --cfg job, --info, --help]", ""]
+    lines.append("commands:")
+    for name, desc in {**HYDRA_COMMANDS, **OTHER_COMMANDS}.items():
+        lines.append(f"  {name:<9}{desc}")
+    lines += ["", "config groups (pick one with group=option, e.g. model=cnn):"]
+    for group, options in _groups().items():
+        lines.append(f"  {group:<16}{', '.join(options)}")
+    lines += [
+        "",
+        "`dlx train --help` shows the composed config; `dlx train --cfg job` prints it.",
+        "Runs land in outputs/<date>/<time>/; tensorboard --logdir outputs; "
+        "mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db",
+    ]
+    print("\n".join(lines))
+
+
+def _error(command: str, message: str) -> int:
+    print(f"dlx {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _describe_config_error(exc: BaseException) -> str:
+    """One line for a Hydra/OmegaConf composition error (they are multi-line by default)."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.options is not None:
+        group, _, option = (exc.missing_cfg_file or "").rpartition("/")
+        return f"unknown {group} '{option}'; choose one of: {', '.join(exc.options)}"
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    text = str(cause).strip()
+    first = text.splitlines()[0] if text else type(cause).__name__
+    # OmegaConf appends "full_key: ..., object_type=..." detail lines; keep the key
+    key = getattr(cause, "full_key", None)
+    if key and key not in first:
+        first = f"{key}: {first}"
+    return first.rstrip(".")
+
+
+def run_hydra(command: str, args: list[str]) -> int:
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dlx import config
+    from dlx.errors import DlxError
+
+    config.register()
+    user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # let exceptions reach us instead of Hydra's multi-line report + exit 1
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+
+    failures: list[str] = []
+
+    @hydra.main(version_base="1.3", config_path=str(config.conf_dir()), config_name=command)
+    def task(cfg):  # type: ignore[no-untyped-def]
+        module = importlib.import_module(f"dlx.commands.{command}")
+        try:
+            return module.main(cfg)
+        except (DlxError, OmegaConfBaseException) as exc:
+            # reported here, one line each; in a sweep the other jobs still run
+            if user_wants_traces:
+                raise
+            message = str(exc) if isinstance(exc, DlxError) else _describe_config_error(exc)
+            failures.append(message)
+            _error(command, message)
+            return None
+
+    saved_argv = sys.argv
+    sys.argv = [f"dlx-{command}", *args]
+    try:
+        task()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if user_wants_traces:
+            raise
+        return _error(command, _describe_config_error(exc))
+    except KeyboardInterrupt:
+        print(f"dlx {command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        sys.argv = saved_argv
+        if not user_wants_traces:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+    return 2 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print_help()
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from dlx import __version__
+
+        print(f"dlx {__version__}")
+        return 0
+    command, args = argv[0], argv[1:]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    if command in HYDRA_COMMANDS:
+        return run_hydra(command, args)
+    if command in OTHER_COMMANDS:
+        module = importlib.import_module(f"dlx.commands.{command}")
+        return module.main(args)
+    return _error(command, f"unknown command; choose one of: {', '.join([*HYDRA_COMMANDS, *OTHER_COMMANDS])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

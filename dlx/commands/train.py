@@ -1,0 +1,139 @@
+"""`dlx train`: config -> data -> model -> the training loop -> run directory + tracking."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlx.errors import DlxError
+
+log = logging.getLogger("dlx.train")
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as plain values (enums as their names), the form saved in the run dir."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def ns(tree: Any) -> Any:
+    """Attribute access over a plain dict tree (`cfg.model.hidden`), for builders."""
+    if isinstance(tree, dict):
+        return SimpleNamespace(**{k: ns(v) for k, v in tree.items()})
+    if isinstance(tree, list):
+        return [ns(v) for v in tree]
+    return tree
+
+
+@contextmanager
+def discard_run_dir_on_error(run_dir: Path):
+    """A run that fails while setting up leaves nothing behind: remove what Hydra wrote for it."""
+    try:
+        yield
+    except DlxError:
+        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+        for name in ("train.log", "data_spec.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
+def run_name() -> str:
+    """The job's overrides (`model=cnn,optimizer.lr=0.01`), or 'defaults'."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().job.override_dirname or "defaults"
+    except ValueError:  # called outside Hydra (tests calling train() directly)
+        return "defaults"
+
+
+def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train as `cfg` says, writing everything into `run_dir`; return (metrics, objects)."""
+    from dlx.data import datasets
+
+    c = ns(cfg)
+    with discard_run_dir_on_error(run_dir):
+        data = datasets.load(c.dataset)  # no TensorFlow yet: bad data fails fast
+        import keras
+
+        from dlx import models
+        from dlx.training import device, optim
+
+        where = device.configure(c.trainer.device)
+        device.seed_everything(c.trainer.seed)
+        model = models.build(c.model, c.regularization, data.spec)
+
+    from dlx import plots
+    from dlx.tracking import Tracker
+    from dlx.training import loop
+
+    log.info("model %s: %s parameters, device %s", c.model.name, f"{model.count_params():,}", where)
+    steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
+    model.compile(
+        optimizer=optim.build(c.optimizer, steps, c.trainer.epochs),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=c.trainer.steps_per_execution,
+        jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
+    )
+    data.spec.save(run_dir / "data_spec.json")
+    tracker = Tracker(cfg, run_dir, run_name())
+    try:
+        result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks())
+        model.save(run_dir / "model.keras")
+        test_ds = loop.make_dataset(data.test, c.trainer.batch_size)
+        test = model.evaluate(test_ds, return_dict=True, verbose=0)
+        probs = model.predict(test_ds, verbose=0)
+        metrics = {
+            "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"]),
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            f"best_{cfg['trainer']['early_stopping']['monitor']}": result.best_value,
+            "train_seconds": round(result.seconds, 3),
+            "params": int(model.count_params()),
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        plot_dir = run_dir / "plots"
+        plot_dir.mkdir(exist_ok=True)
+        plots.learning_curves(result.history, plot_dir / "learning_curves.png")
+        cm = confusion(data.test.y, probs.argmax(axis=1), data.spec.num_classes)
+        cm_png = plots.confusion_matrix(cm, data.spec.class_names, plot_dir / "confusion_matrix.png")
+        tracker.log_image("confusion_matrix", cm_png, step=result.epochs_run)
+        artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras", plot_dir]
+        tracker.finish(metrics, artifacts)
+    except BaseException:
+        tracker.fail()
+        raise
+
+    log.info("test: loss %.4f, accuracy %.4f (best epoch %d of %d, %.1fs)",
+             metrics["test_loss"], metrics["test_accuracy"], result.best_epoch, result.epochs_run, result.seconds)
+    for line in tracker.describe():
+        log.info(line)
+    return metrics, {"model": model, "data": data, "history": result.history, "tracker": tracker}
+
+
+def confusion(y_true, y_pred, num_classes: int):
+    import numpy as np
+
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the best monitored validation value (what sweepers optimise)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    config = plain(cfg)
+    metrics, _ = train(config, run_dir)
+    return metrics[f"best_{config['trainer']['early_stopping']['monitor']}"]

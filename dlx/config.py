@@ -1,0 +1,232 @@
+"""The typed config schema.
+
+Every YAML file under ``conf/`` is merged onto one of these dataclasses (its ``defaults`` list
+names the schema), so Hydra rejects unknown keys and values of the wrong type while it composes
+the config, before any TensorFlow is imported. Keep this module free of heavy imports: the CLI
+loads it on every call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+# --------------------------------------------------------------------------- choices
+class Scaling(Enum):
+    unit = "unit"  # pixels to [0, 1]
+    zscore = "zscore"  # (x - mean) / std, statistics of the training split
+    none = "none"  # raw pixel values
+
+
+class OptimizerName(Enum):
+    sgd = "sgd"
+    momentum = "momentum"
+    nesterov = "nesterov"
+    adagrad = "adagrad"
+    rmsprop = "rmsprop"
+    adam = "adam"
+
+
+class Schedule(Enum):
+    constant = "constant"
+    exponential = "exponential"  # lr * decay_rate ** (step / decay_steps)
+    step = "step"  # lr * decay_rate ** floor(epoch / step_epochs)
+    cosine = "cosine"  # cosine decay to 0 over the whole run
+
+
+class Device(Enum):
+    auto = "auto"  # GPU when one is visible, else CPU
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Padding(Enum):
+    same = "same"
+    valid = "valid"
+
+
+# --------------------------------------------------------------------------- dataset
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # directory with the dataset files; null = download into the cache (DLX_DATA_DIR, ~/.cache/dlx)
+    path: Optional[str] = None
+    scaling: Scaling = Scaling.unit
+    # validation examples taken from the *end* of the training split (book convention: last 5,000)
+    val_size: int = 5000
+    # held-out test examples, for datasets without an official test split (digits)
+    test_size: int = 0
+    # keep only the first N training examples (quick runs, tests); null = all
+    subset: Optional[int] = None
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class SoftmaxConfig:
+    """Multinomial logistic regression: one dense layer and a softmax."""
+
+    name: str = "softmax"
+    zero_init: bool = False  # the book initialises W and b to zeros
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    hidden: List[int] = field(default_factory=lambda: [256])
+    activation: str = "relu"
+    batch_norm: bool = False
+
+
+@dataclass
+class ConvLayer:
+    filters: int = MISSING
+    kernel: int = 5
+    padding: Padding = Padding.same
+    pool: int = 2  # max-pool size after the conv; 1 = no pooling
+
+
+@dataclass
+class CNNConfig:
+    """LeNet-style: conv/pool stacks, then dense layers, then softmax."""
+
+    name: str = "cnn"
+    conv: List[ConvLayer] = field(
+        default_factory=lambda: [ConvLayer(filters=6), ConvLayer(filters=16)]
+    )
+    dense: List[int] = field(default_factory=lambda: [120, 84])
+    activation: str = "relu"
+
+
+# --------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = MISSING
+    lr: float = 1e-3
+    momentum: float = 0.0  # momentum / nesterov / rmsprop
+    beta_1: float = 0.9  # adam
+    beta_2: float = 0.999  # adam
+    epsilon: float = 1e-7
+    weight_decay: Optional[float] = None  # decoupled weight decay (AdamW-style); null = off
+    clipnorm: Optional[float] = None
+    clipvalue: Optional[float] = None
+    schedule: Schedule = Schedule.constant
+    decay_rate: float = 0.96  # exponential / step
+    decay_steps: int = 1000  # exponential: optimizer steps per decay
+    step_epochs: int = 10  # step: epochs per decay
+    warmup_epochs: int = 0  # linear warm-up before the schedule
+
+
+# --------------------------------------------------------------------------- regularization
+@dataclass
+class RegularizationConfig:
+    """Penalties on every dense/conv kernel, and dropout after every hidden layer.
+
+    One schema for all options, so they combine: ``regularization=l2 regularization.dropout=0.5``.
+    """
+
+    name: str = MISSING
+    l1: float = 0.0
+    l2: float = 0.0
+    dropout: float = 0.0
+
+
+# --------------------------------------------------------------------------- trainer
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = True
+    monitor: str = "val_loss"
+    patience: int = 5  # epochs without improvement before stopping
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    seed: int = 42
+    device: Device = Device.auto
+    # batches run per tf.function call; > 1 cuts Python overhead per step (see benchmarks/)
+    steps_per_execution: int = 1
+    # XLA-compile the train step; null = Keras' "auto"
+    jit_compile: Optional[bool] = None
+    shuffle: bool = True
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal
+
+
+# --------------------------------------------------------------------------- logger
+@dataclass
+class MlflowConfig:
+    enabled: bool = True
+    # null = $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db under the working directory
+    tracking_uri: Optional[str] = None
+    experiment: str = "dlx"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    tensorboard: bool = True
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+# --------------------------------------------------------------------------- commands
+@dataclass
+class TrainConfig:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    regularization: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+
+
+@dataclass
+class EvalConfig:
+    run: str = MISSING  # a training run directory
+    split: str = "test"  # test | val
+    batch_size: int = 512
+
+
+@dataclass
+class PredictConfig:
+    run: str = MISSING  # a training run directory
+    inputs: str = MISSING  # a file, a directory or a glob of image files
+    top_k: int = 1
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "dataset": {"base": DatasetConfig},
+    "model": {"softmax": SoftmaxConfig, "mlp": MLPConfig, "cnn": CNNConfig},
+    "optimizer": {"base": OptimizerConfig},
+    "regularization": {"base": RegularizationConfig},
+    "trainer": {"base": TrainerConfig},
+    "logger": {"base": LoggerConfig},
+}
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore; group YAMLs name them in their defaults list."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    for group, nodes in SCHEMAS.items():
+        for name, node in nodes.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def conf_dir() -> Path:
+    """``conf/`` of the source tree, or the copy the wheel carries inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"dlx configs not found next to {here}")

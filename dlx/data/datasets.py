@@ -1,0 +1,222 @@
+"""Dataset registry: every loader returns the same `Data` (train / val / test splits + a spec).
+
+Images come out as float32 ``(N, H, W, 1)`` scaled as the config says; labels as int32. The
+`DataSpec` records what a model and `dlx predict` need to know about the inputs (shape, classes,
+pixel range, scaling statistics) and is saved in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dlx.data.download import Remote, cache_dir, fetch
+from dlx.data.idx import read_idx
+from dlx.errors import DataError, DlxError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSpec:
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    class_names: list[str]
+    pixel_max: float  # value of a full-intensity pixel in the raw data (16 for digits, 255 for MNIST)
+    scaling: str = "unit"
+    mean: float = 0.0  # z-score statistics of the (unit-scaled) training split
+    std: float = 1.0
+    invert: bool = False  # raw images are dark ink on a light background (never for these sets)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "DataSpec":
+        d = json.loads(path.read_text())
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    test: Split
+    spec: DataSpec
+    source: str = ""  # where the files came from, for the log
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- sources
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+FASHION_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+_IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+# sha256 of the canonical MNIST files (the two t10k ones checked against real copies here);
+# Fashion-MNIST publishes md5 only (Zalando's README, torchvision).
+REMOTES: dict[str, list[Remote]] = {
+    "mnist": [
+        Remote(f"{_IDX_NAMES[0]}.gz", MNIST_MIRRORS, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        Remote(f"{_IDX_NAMES[1]}.gz", MNIST_MIRRORS, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        Remote(f"{_IDX_NAMES[2]}.gz", MNIST_MIRRORS, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        Remote(f"{_IDX_NAMES[3]}.gz", MNIST_MIRRORS, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    ],
+    "fashion_mnist": [
+        Remote(f"{_IDX_NAMES[0]}.gz", FASHION_MIRRORS, "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "md5"),
+        Remote(f"{_IDX_NAMES[1]}.gz", FASHION_MIRRORS, "25c81989df183df01b3e8a0aad5dffbe", "md5"),
+        Remote(f"{_IDX_NAMES[2]}.gz", FASHION_MIRRORS, "bef4ecab320f06d8554ea6380940ec79", "md5"),
+        Remote(f"{_IDX_NAMES[3]}.gz", FASHION_MIRRORS, "bb300cfdad3c16e7a12a480ee83cd310", "md5"),
+    ],
+}
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DESCRIPTIONS = {
+    "digits": "scikit-learn 8x8 digits, 1,797 images, bundled (offline)",
+    "mnist": "MNIST 28x28 handwritten digits, 60k train / 10k test (download)",
+    "fashion_mnist": "Fashion-MNIST 28x28 clothing, 60k train / 10k test (download, or Debian dataset-fashion-mnist)",
+}
+
+
+def dataset_dir(name: str) -> Path:
+    return cache_dir() / name
+
+
+def _find_local(directory: Path, stem: str) -> Path:
+    """`stem` with or without .gz, also the `train-images.idx3-ubyte` spelling some archives use."""
+    for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / candidate).is_file():
+            return directory / candidate
+    raise DataError(f"{directory}: missing {stem}[.gz] (dataset.path must hold the four IDX files)")
+
+
+def _idx_files(name: str, path: str | None, mirror: str | None = None) -> tuple[list[Path], str]:
+    if path:
+        directory = Path(path).expanduser()
+        if not directory.is_dir():
+            raise DataError(f"dataset.path={path}: no such directory")
+        return [_find_local(directory, stem) for stem in _IDX_NAMES], str(directory)
+    target = dataset_dir(name)
+    return [fetch(remote, target, mirror=mirror) for remote in REMOTES[name]], str(target)
+
+
+def download(name: str, mirror: str | None = None) -> list[Path]:
+    if name not in REMOTES:
+        raise DlxError(f"'{name}' has nothing to download; downloadable: {', '.join(REMOTES)}")
+    return _idx_files(name, None, mirror)[0]
+
+
+def _check_pair(images: np.ndarray, labels: np.ndarray, files: list[Path], expect_n: int) -> None:
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{files[0]}: expected (N, rows, cols) images and (N,) labels, got {images.shape} / {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(f"{files[0]} has {len(images)} images but {files[1]} has {len(labels)} labels")
+    if expect_n and len(images) != expect_n:
+        raise DataError(f"{files[0]}: expected {expect_n} images, found {len(images)}")
+
+
+def _load_idx(cfg, classes: list[str]) -> tuple[tuple, tuple, DataSpec, str]:
+    files, source = _idx_files(cfg.name, cfg.path)
+    x_train, y_train, x_test, y_test = (read_idx(f) for f in files)
+    _check_pair(x_train, y_train, files[0:2], 0)
+    _check_pair(x_test, y_test, files[2:4], 0)
+    if y_train.max() >= len(classes) or y_test.max() >= len(classes):
+        raise DataError(f"{files[1]}: labels outside 0..{len(classes) - 1}")
+    spec = DataSpec(cfg.name, x_train.shape[1:] + (1,), len(classes), classes, 255.0)
+    return (x_train, y_train), (x_test, y_test), spec, source
+
+
+def _load_mnist(cfg):
+    return _load_idx(cfg, [str(d) for d in range(10)])
+
+
+def _load_fashion_mnist(cfg):
+    return _load_idx(cfg, FASHION_CLASSES)
+
+
+def _load_digits(cfg):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    if cfg.test_size <= 0:
+        raise DlxError("dataset.test_size: digits has no official test split; expected a positive count")
+    # fixed, stratified hold-out: the split never depends on trainer.seed
+    x_train, x_test, y_train, y_test = train_test_split(
+        bunch.images, bunch.target, test_size=cfg.test_size, stratify=bunch.target, random_state=0
+    )
+    spec = DataSpec("digits", (8, 8, 1), 10, [str(d) for d in range(10)], 16.0)
+    return (x_train, y_train), (x_test, y_test), spec, "scikit-learn (bundled)"
+
+
+LOADERS: dict[str, Callable] = {
+    "digits": _load_digits,
+    "mnist": _load_mnist,
+    "fashion_mnist": _load_fashion_mnist,
+}
+
+
+# --------------------------------------------------------------------------- preprocessing
+def scale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """Raw pixels (0..pixel_max) -> model inputs, exactly as in training. Used by predict too."""
+    x = np.asarray(x, dtype=np.float32)
+    if spec.scaling == "none":
+        return x
+    x = x / np.float32(spec.pixel_max)
+    if spec.scaling == "zscore":
+        x = (x - np.float32(spec.mean)) / np.float32(spec.std)
+    return x
+
+
+def load(cfg) -> Data:
+    """Load, split and scale the dataset described by `cfg` (a `dataset` config node)."""
+    if cfg.name not in LOADERS:
+        raise DlxError(f"dataset.name: unknown dataset '{cfg.name}'; choose one of: {', '.join(LOADERS)}")
+    (x_train, y_train), (x_test, y_test), spec, source = LOADERS[cfg.name](cfg)
+    if not 0 < cfg.val_size < len(x_train):
+        raise DlxError(f"dataset.val_size: expected 1..{len(x_train) - 1} for {cfg.name}, got {cfg.val_size}")
+    # book convention: the validation set is the *last* val_size training examples
+    x_val, y_val = x_train[-cfg.val_size :], y_train[-cfg.val_size :]
+    x_train, y_train = x_train[: -cfg.val_size], y_train[: -cfg.val_size]
+    if cfg.subset is not None:
+        if cfg.subset <= 0:
+            raise DlxError(f"dataset.subset: expected a positive count or null, got {cfg.subset}")
+        x_train, y_train = x_train[: cfg.subset], y_train[: cfg.subset]
+
+    spec.scaling = str(cfg.scaling)
+    if spec.scaling == "zscore":
+        unit = x_train.astype(np.float32) / np.float32(spec.pixel_max)
+        spec.mean, spec.std = float(unit.mean()), float(unit.std()) or 1.0
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(scale(x, spec).reshape((-1, *spec.input_shape)), y.astype(np.int32))
+
+    data = Data(split(x_train, y_train), split(x_val, y_val), split(x_test, y_test), spec, source)
+    log.info(
+        "dataset %s from %s: %d train / %d val / %d test, input %s, %d classes, scaling %s",
+        cfg.name, source, len(data.train), len(data.val), len(data.test),
+        "x".join(map(str, spec.input_shape)), spec.num_classes, spec.scaling,
+    )
+    return data

@@ -1,0 +1,116 @@
+"""TensorBoard and MLflow wiring for a training run.
+
+TensorBoard: Keras' own callback writes per-epoch scalars (train/ and validation/), the model
+graph and, at the end, the confusion-matrix image (test/). MLflow: params = the flattened config,
+per-epoch metrics through mlflow's Keras callback, final test metrics and the run's artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE = "outputs/mlflow.db"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}, 'c': [1, 2]} -> {'a.b': 1, 'c': [1, 2]} (lists stay whole, as MLflow params)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def tracking_uri(cfg_uri: str | None) -> str:
+    """Config key, else $MLFLOW_TRACKING_URI, else an SQLite store under ./outputs."""
+    uri = cfg_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return "sqlite:///" + str(Path(DEFAULT_STORE).resolve())
+
+
+class Tracker:
+    def __init__(self, cfg: dict, run_dir: Path, run_name: str):
+        self.run_dir = run_dir
+        self.tb_dir = run_dir / "tb" if cfg["logger"]["tensorboard"] else None
+        self.mlflow_cfg = cfg["logger"]["mlflow"]
+        self.run_id: str | None = None
+        self.uri: str | None = None
+        if self.mlflow_cfg["enabled"]:
+            self._start_mlflow(cfg, run_name)
+
+    # ------------------------------------------------------------------ mlflow
+    def _start_mlflow(self, cfg: dict, run_name: str) -> None:
+        import mlflow
+
+        self.uri = tracking_uri(self.mlflow_cfg["tracking_uri"])
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.uri)
+        name = self.mlflow_cfg["experiment"]
+        if mlflow.get_experiment_by_name(name) is None and self.uri.startswith("sqlite:///"):
+            # keep artifacts next to the database instead of ./mlruns of whichever directory
+            store = Path(self.uri.removeprefix("sqlite:///")).parent
+            mlflow.create_experiment(name, artifact_location=(store / "mlartifacts").resolve().as_uri())
+        mlflow.set_experiment(name)
+        run = mlflow.start_run(run_name=run_name, tags={"dlx.run_dir": str(self.run_dir.resolve())})
+        self.run_id = run.info.run_id
+        mlflow.log_params({k: str(v) for k, v in flatten(cfg).items()})
+
+    # ------------------------------------------------------------------ callbacks
+    def callbacks(self) -> list:
+        import keras
+
+        cbs: list = []
+        if self.tb_dir is not None:
+            cbs.append(keras.callbacks.TensorBoard(log_dir=str(self.tb_dir), write_graph=True))
+        if self.run_id is not None:
+            from mlflow.keras import MlflowCallback
+
+            cbs.append(MlflowCallback())
+        return cbs
+
+    # ------------------------------------------------------------------ end of run
+    def log_image(self, tag: str, png: Path, step: int) -> None:
+        """A PNG (e.g. the confusion matrix) as a TensorBoard image under tb/test."""
+        if self.tb_dir is None:
+            return
+        import tensorflow as tf
+
+        image = tf.io.decode_png(tf.io.read_file(str(png)), channels=4)
+        with tf.summary.create_file_writer(str(self.tb_dir / "test")).as_default():
+            tf.summary.image(tag, image[None], step=step)
+
+    def finish(self, metrics: dict[str, float], artifacts: list[Path]) -> None:
+        if self.run_id is None:
+            return
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        for path in artifacts:
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=path.name)
+            elif path.exists():
+                mlflow.log_artifact(str(path))
+        mlflow.end_run("FINISHED")
+
+    def fail(self) -> None:
+        if self.run_id is not None:
+            import mlflow
+
+            mlflow.end_run("FAILED")
+
+    def describe(self) -> list[str]:
+        lines = [f"run directory: {self.run_dir}"]
+        if self.tb_dir is not None:
+            lines.append(f"tensorboard:   tensorboard --logdir {self.tb_dir}")
+        if self.run_id is not None:
+            lines.append(f"mlflow run:    {self.run_id} (experiment '{self.mlflow_cfg['experiment']}')")
+            lines.append(f"mlflow ui:     mlflow ui --backend-store-uri {self.uri}")
+        return lines
