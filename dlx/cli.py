@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlx {__version__}")
         return 0
     command, args = argv[0], argv[1:]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     if command in HYDRA_COMMANDS:
         return run_hydra(command, args)
     if command in OTHER_COMMANDS:

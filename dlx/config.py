@@ -190,7 +190,7 @@ class TrainConfig:
 class EvalConfig:
     run: str = MISSING  # a training run directory
     split: str = "test"  # test | val
-    batch_size: int = 512
+    batch_size: Optional[int] = None  # null = the run's trainer.batch_size (identical numbers)
 
 
 @dataclass

@@ -32,7 +32,7 @@ class DataSpec:
     scaling: str = "unit"
     mean: float = 0.0  # z-score statistics of the (unit-scaled) training split
     std: float = 1.0
-    invert: bool = False  # raw images are dark ink on a light background (never for these sets)
+    box: int = 0  # side of the box the object is scaled into for predict (MNIST: 20 of 28); 0 = whole frame
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -149,7 +149,9 @@ def _load_idx(cfg, classes: list[str]) -> tuple[tuple, tuple, DataSpec, str]:
 
 
 def _load_mnist(cfg):
-    return _load_idx(cfg, [str(d) for d in range(10)])
+    train, test, spec, source = _load_idx(cfg, [str(d) for d in range(10)])
+    spec.box = 20  # MNIST digits are size-normalised to 20x20 and centred by mass in 28x28
+    return train, test, spec, source
 
 
 def _load_fashion_mnist(cfg):

@@ -73,7 +73,7 @@ def _download(url: str, part: Path, progress: bool) -> None:
             unit="B",
             unit_scale=True,
             desc=part.name.removesuffix(".part"),
-            disable=not progress,
+            disable=True if not progress else None,  # None: only on a terminal
             leave=False,
         ) as bar:
             for chunk in iter(lambda: response.read(CHUNK), b""):

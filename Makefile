@@ -1,0 +1,30 @@
+# make run   : fresh clone -> .venv -> dlx train on the bundled digits dataset
+# make test  : same install, then the test suite (slow end-to-end tests included; FAST=1 skips them)
+# make bench : overhead benchmarks -> benchmarks/results/overhead.md
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dlx train
+
+test: $(STAMP)
+	$(BIN)/pytest $(if $(FAST),-m "not slow",)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

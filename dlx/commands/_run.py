@@ -1,0 +1,28 @@
+"""Reading a finished training run directory (for eval and predict)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlx.errors import DlxError
+
+
+def open_run(run: str) -> tuple[Path, dict]:
+    """Check `run` is a finished training run; return its path and its saved config."""
+    from omegaconf import OmegaConf
+
+    path = Path(run).expanduser()
+    if not path.is_dir():
+        raise DlxError(f"run={run}: no such run directory")
+    for needed in (".hydra/config.yaml", "model.keras", "data_spec.json"):
+        if not (path / needed).is_file():
+            raise DlxError(f"run={run}: missing {needed} (not a finished dlx train run)")
+    return path, OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=True)
+
+
+def load_model(path: Path):
+    import keras
+
+    from dlx.training import optim  # noqa: F401  (registers custom schedules for deserialisation)
+
+    return keras.saving.load_model(path / "model.keras")

@@ -1,0 +1,45 @@
+"""`dlx eval run=DIR`: rebuild the run's data from its own config, evaluate its best model."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from omegaconf import DictConfig
+
+from dlx.commands._run import load_model, open_run
+from dlx.commands.train import ns
+from dlx.errors import DlxError
+
+log = logging.getLogger("dlx.eval")
+
+
+def evaluate(run: str, split: str = "test", batch_size: int | None = None) -> dict[str, float]:
+    from dlx.data import datasets
+
+    path, cfg = open_run(run)
+    if split not in ("test", "val"):
+        raise DlxError(f"split: expected test or val, got '{split}'")
+    data = datasets.load(ns(cfg["dataset"]))
+    from dlx.training import device, loop
+
+    device.configure(cfg["trainer"]["device"])
+    model = load_model(path)
+    part = data.test if split == "test" else data.val
+    result = model.evaluate(
+        loop.make_dataset(part, batch_size or cfg["trainer"]["batch_size"]), return_dict=True, verbose=0
+    )
+    metrics = {f"{split}_{k}": float(v) for k, v in result.items()} | {f"{split}_examples": len(part)}
+    (path / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    trained = path / "metrics.json"
+    recorded = json.loads(trained.read_text()) if trained.exists() else {}
+    for key, value in metrics.items():
+        before = recorded.get(key)
+        note = f"   (at training: {before:.4f})" if isinstance(before, float) else ""
+        print(f"{key:<16} {value:.4f}{note}" if isinstance(value, float) else f"{key:<16} {value}")
+    print(f"wrote {path / 'eval.json'}")
+    return metrics
+
+
+def main(cfg: DictConfig) -> dict[str, float]:
+    return evaluate(cfg.run, cfg.split, cfg.batch_size)

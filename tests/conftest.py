@@ -1,0 +1,67 @@
+"""Shared fixtures: compose the real config and shrink it; run the real CLI in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# tiny, fast, quiet: what every end-to-end test starts from
+TINY = ["trainer.epochs=2", "trainer.batch_size=64", "model.hidden=[32]", "trainer.device=cpu"]
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    d = SHARED_DATA / "mnist"
+    if not (d / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"shared MNIST test files not found in {d} (the ../shared checkout is absent)")
+    return d
+
+
+def compose(overrides: list[str] | None = None, name: str = "train"):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from dlx import config
+
+    config.register()
+    with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name=name, overrides=overrides or [])
+
+
+def tiny_cfg(*overrides: str, logger: str = "none") -> dict:
+    from dlx.commands.train import plain
+
+    return plain(compose([*TINY, f"logger={logger}", *overrides]))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """An empty working directory with its own data cache and MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLX_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DLX_DATA_MIRROR", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def dlx(workdir):
+    """Run the installed `dlx` console script in `workdir`; returns CompletedProcess (text)."""
+
+    def run(*args: str, check: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+        exe = Path(sys.executable).with_name("dlx")
+        proc = subprocess.run([str(exe), *args], cwd=workdir, capture_output=True, text=True,
+                              timeout=timeout, env=os.environ.copy())
+        if check and proc.returncode != 0:
+            raise AssertionError(f"dlx {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
