@@ -14,7 +14,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # tiny, fast, quiet: what every end-to-end test starts from
-TINY = ["trainer.epochs=2", "trainer.batch_size=64", "model.hidden=[32]", "trainer.device=cpu"]
+TINY = ["trainer.epochs=2", "trainer.batch_size=64", "trainer.device=cpu"]
 
 
 @pytest.fixture

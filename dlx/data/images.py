@@ -39,7 +39,9 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    return np.asarray(im.resize((size[1], size[0]), Image.LANCZOS), dtype=np.float32)
+    # shrinking averages areas (how the 8x8 digits were made; no ringing), growing interpolates
+    method = Image.BOX if size[0] < a.shape[0] else Image.BILINEAR
+    return np.asarray(im.resize((size[1], size[0]), method), dtype=np.float32)
 
 
 def preprocess(grey: np.ndarray, spec) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""The CLI contract and the config schema: fast, no TensorFlow."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from conftest import compose
+from dlx.commands.train import plain
+
+
+def test_help_lists_commands_and_groups_without_heavy_imports():
+    code = (
+        "import sys; from dlx.cli import main; main(['--help']);"
+        "heavy = [m for m in ('tensorflow', 'keras', 'hydra', 'mlflow') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for word in ("train", "eval", "predict", "data", "model", "cnn, mlp, softmax", "digits, fashion_mnist, mnist"):
+        assert word in proc.stdout
+
+
+@pytest.mark.parametrize("group,options", [
+    ("dataset", ["digits", "mnist", "fashion_mnist"]),
+    ("model", ["softmax", "mlp", "cnn"]),
+    ("optimizer", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]),
+    ("regularization", ["none", "l1", "l2", "l1_l2", "dropout"]),
+    ("logger", ["tensorboard", "mlflow", "both", "none"]),
+])
+def test_every_group_option_composes(group, options):
+    for option in options:
+        cfg = plain(compose([f"{group}={option}"]))
+        assert cfg[group]["name"] == option
+
+
+def test_defaults():
+    cfg = plain(compose())
+    assert [cfg[g]["name"] for g in ("dataset", "model", "optimizer", "regularization", "logger")] == [
+        "digits", "mlp", "adam", "none", "both"]
+    assert cfg["trainer"]["early_stopping"]["monitor"] == "val_loss"
+
+
+@pytest.mark.parametrize("override,error", [
+    ("trainer.epochs=abc", ValidationError),
+    ("model.hidden=[a]", ValidationError),
+    ("optimizer.name=adamx", ValidationError),
+    ("trainer.nope=1", ConfigCompositionException),
+    ("model.conv=[]", ConfigCompositionException),  # mlp has no conv
+])
+def test_schema_rejects_bad_keys_and_types(override, error):
+    with pytest.raises((error, ConfigCompositionException)):
+        compose([override])
+
+
+def test_cnn_layers_are_typed():
+    cfg = compose(["model=cnn", "model.conv=[{filters:8,kernel:3,padding:valid,pool:1}]"])
+    assert cfg.model.conv[0].filters == 8 and cfg.model.conv[0].padding.name == "valid"
+    with pytest.raises(Exception):
+        compose(["model=cnn", "model.conv=[{filters:8,padding:diagonal}]"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model=foo"], "unknown model 'foo'; choose one of: cnn, mlp, softmax"),
+    (["trainer.epochs=abc"], "trainer.epochs: Value 'abc'"),
+    (["trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
+    (["nope=1"], "Key 'nope' not in 'TrainConfig'"),
+    (["dataset.scaling=bad"], "dataset.scaling: Invalid value 'bad', expected one of [unit, zscore, none]"),
+])
+def test_bad_overrides_one_line_exit_2_nothing_written(dlx, workdir, args, message):
+    proc = dlx("train", *args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"dlx train: error: {proc.stderr.split('error: ', 1)[1].strip()}"]
+    assert message in proc.stderr
+    assert not (workdir / "outputs").exists()
+
+
+def test_unknown_command(dlx):
+    proc = dlx("trian")
+    assert proc.returncode == 2 and "unknown command" in proc.stderr
+
+
+def test_hydra_flags_still_work(dlx):
+    proc = dlx("train", "model=cnn", "optimizer.lr=0.01", "--cfg", "job")
+    assert proc.returncode == 0
+    assert "name: cnn" in proc.stdout and "lr: 0.01" in proc.stdout
+    info = dlx("train", "--info", "defaults")
+    assert info.returncode == 0 and "model/mlp" in info.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval", "run=does/not/exist"], "run=does/not/exist: no such run directory"),
+    (["eval"], "Missing mandatory value: run"),
+    (["predict", "run=does/not/exist", "inputs=x.png"], "no such run directory"),
+])
+def test_eval_predict_bad_run(dlx, args, message):
+    proc = dlx(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_data_list(dlx):
+    proc = dlx("data", "list")
+    assert proc.returncode == 0
+    assert all(name in proc.stdout for name in ("digits", "mnist", "fashion_mnist"))
