@@ -60,6 +60,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     from dlx.data import datasets
 
     c = ns(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
     with discard_run_dir_on_error(run_dir):
         data = datasets.load(c.dataset)  # no TensorFlow yet: bad data fails fast
         import keras
