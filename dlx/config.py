@@ -151,9 +151,9 @@ class TrainerConfig:
     seed: int = 42
     device: Device = Device.auto
     # batches run per tf.function call; > 1 cuts Python overhead per step (see benchmarks/)
-    steps_per_execution: int = 1
+    steps_per_execution: int = 16
     # XLA-compile the train step; null = Keras' "auto"
-    jit_compile: Optional[bool] = None
+    jit_compile: Optional[bool] = True
     shuffle: bool = True
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal

@@ -74,6 +74,10 @@ class Tracker:
             from mlflow.keras import MlflowCallback
 
             cbs.append(MlflowCallback())
+        # Both log per epoch; their per-batch hooks do nothing after the first batch. Marked
+        # async-safe, they no longer force Keras to wait for every batch's logs (~10 % of steps/s).
+        for cb in cbs:
+            cb.async_safe = True
         return cbs
 
     # ------------------------------------------------------------------ end of run

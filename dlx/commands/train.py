@@ -119,7 +119,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
              metrics["test_loss"], metrics["test_accuracy"], result.best_epoch, result.epochs_run, result.seconds)
     for line in tracker.describe():
         log.info(line)
-    return metrics, {"model": model, "data": data, "history": result.history, "tracker": tracker}
+    return metrics, {"model": model, "data": data, "history": result.history, "fit": result, "tracker": tracker}
 
 
 def confusion(y_true, y_pred, num_classes: int):

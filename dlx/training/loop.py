@@ -29,12 +29,17 @@ def make_dataset(split, batch_size: int, shuffle: bool = False, seed: int = 0) -
 class EpochLog(keras.callbacks.Callback):
     """One `train.log` line per epoch: every metric Keras reports, and the epoch's wall time."""
 
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t0)
         parts = [f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))]
-        log.info("epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], " ".join(parts), time.perf_counter() - self._t0)
+        log.info("epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], " ".join(parts), self.seconds[-1])
 
 
 class LastGoodCheckpoint(keras.callbacks.Callback):
@@ -52,6 +57,8 @@ class LastGoodCheckpoint(keras.callbacks.Callback):
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stop at the first batch whose loss is NaN/inf and remember where it happened."""
+
+    async_safe = True  # only reads logs and sets a flag: Keras may run it off the training thread
 
     def __init__(self):
         super().__init__()
@@ -80,6 +87,7 @@ class FitResult:
     best_epoch: int
     best_value: float
     seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)
     checkpoints: dict[str, Path] = field(default_factory=dict)
 
 
@@ -93,7 +101,8 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     mode = monitor_mode(monitor)
     nan_guard = StopOnNaN()
     checkpoint = keras.callbacks.ModelCheckpoint(best, monitor=monitor, mode=mode, save_best_only=True)
-    cbs = [nan_guard, checkpoint, LastGoodCheckpoint(last), EpochLog()]
+    epoch_log = EpochLog()
+    cbs = [nan_guard, checkpoint, LastGoodCheckpoint(last), epoch_log]
     if es["enabled"]:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=es["patience"], min_delta=es["min_delta"]))
     cbs += callbacks or []
@@ -118,4 +127,6 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     model.load_weights(best)  # the best epoch, whether or not early stopping ended the run
     values = np.array(hist[monitor])
     best_idx = int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
-    return FitResult(hist, len(values), best_idx + 1, float(values[best_idx]), seconds, {"best": best, "last": last})
+    return FitResult(
+        hist, len(values), best_idx + 1, float(values[best_idx]), seconds, epoch_log.seconds, {"best": best, "last": last}
+    )
