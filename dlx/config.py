@@ -155,6 +155,8 @@ class TrainerConfig:
     # XLA-compile the train step; null = Keras' "auto"
     jit_compile: Optional[bool] = True
     shuffle: bool = True
+    # best/last checkpoints are kept in memory every epoch and written at most this often (and at the end)
+    checkpoint_interval_s: float = 60.0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal
 

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dlx.errors import DlxError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "outputs/mlflow.db"
@@ -43,7 +45,11 @@ class Tracker:
         self.run_id: str | None = None
         self.uri: str | None = None
         if self.mlflow_cfg["enabled"]:
-            self._start_mlflow(cfg, run_name)
+            try:
+                self._start_mlflow(cfg, run_name)
+            except Exception as exc:  # unreachable server, unknown scheme, unwritable store, ...
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise DlxError(f"logger.mlflow: cannot use tracking store {self.uri}: {first}") from None
 
     # ------------------------------------------------------------------ mlflow
     def _start_mlflow(self, cfg: dict, run_name: str) -> None:

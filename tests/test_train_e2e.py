@@ -177,3 +177,11 @@ def test_fashion_mnist_cnn_end_to_end(dlx, workdir):
     assert metrics["test_accuracy"] > 0.7  # 10 classes: chance is 0.1
     proc = dlx("eval", "run=fm", check=True)
     assert json.loads((workdir / "fm/eval.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+
+
+def test_unusable_mlflow_store_is_a_clear_error(dlx, workdir):
+    proc = dlx("train", *TINY, "logger=mlflow", "logger.mlflow.tracking_uri=bogus://nowhere", "hydra.run.dir=run_m")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "dlx train: error: logger.mlflow: cannot use tracking store bogus://nowhere:")
+    assert not (workdir / "run_m").exists()

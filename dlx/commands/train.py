@@ -71,9 +71,11 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         where = device.configure(c.trainer.device)
         device.seed_everything(c.trainer.seed)
         model = models.build(c.model, c.regularization, data.spec)
+        from dlx.tracking import Tracker
+
+        tracker = Tracker(cfg, run_dir, run_name())
 
     from dlx import plots
-    from dlx.tracking import Tracker
     from dlx.training import loop
 
     log.info("model %s: %s parameters, device %s", c.model.name, f"{model.count_params():,}", where)
@@ -86,7 +88,6 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
     )
     data.spec.save(run_dir / "data_spec.json")
-    tracker = Tracker(cfg, run_dir, run_name())
     try:
         result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks())
         model.save(run_dir / "model.keras")

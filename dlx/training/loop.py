@@ -42,17 +42,66 @@ class EpochLog(keras.callbacks.Callback):
         log.info("epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], " ".join(parts), self.seconds[-1])
 
 
-class LastGoodCheckpoint(keras.callbacks.Callback):
-    """Save the model after every epoch whose loss is finite, so a diverged run keeps the last good one."""
+class Checkpoints(keras.callbacks.Callback):
+    """`best.keras` (best `monitor` so far) and `last.keras` (last epoch with a finite loss).
 
-    def __init__(self, path: Path):
+    Both are snapshotted in memory at every epoch end (weights and optimizer state, well under a
+    millisecond for small models) and written to disk at most every `interval_s` seconds and when
+    training ends. Keras' ModelCheckpoint writes a file per epoch, which on short epochs cost ~7 %
+    of dlx's throughput (benchmarks/results/overhead.md); a diverged run still gets its last good
+    epoch on disk, because the snapshot is taken before the weights went bad.
+    """
+
+    def __init__(self, best: Path, last: Path, monitor: str, mode: str, interval_s: float):
         super().__init__()
-        self.path = path
+        self.paths = {"best": best, "last": last}
+        self.monitor, self.mode, self.interval_s = monitor, mode, interval_s
+        self.best_value = -math.inf if mode == "max" else math.inf
+        self.best_epoch: int | None = None
+        self.snapshots: dict[str, tuple] = {}
+        self._dirty: set[str] = set()
+        self._written = time.monotonic()
+
+    def _snapshot(self) -> tuple:
+        return self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
+
+    def restore(self, name: str = "best") -> None:
+        weights, opt_vars = self.snapshots[name]
+        self.model.set_weights(weights)
+        for var, value in zip(self.model.optimizer.variables, opt_vars):
+            var.assign(value)
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and math.isfinite(loss):
-            self.model.save(self.path)
+        logs = logs or {}
+        if not math.isfinite(logs.get("loss", math.nan)):
+            return
+        snap = self.snapshots["last"] = self._snapshot()
+        self._dirty.add("last")
+        value = logs.get(self.monitor)
+        if value is not None and math.isfinite(value):
+            if (value > self.best_value) if self.mode == "max" else (value < self.best_value):
+                self.best_value, self.best_epoch = float(value), epoch
+                self.snapshots["best"] = snap
+                self._dirty.add("best")
+        if time.monotonic() - self._written >= self.interval_s:
+            self.write()
+
+    def write(self) -> None:
+        """Write the snapshots that changed since the last write; the model's state is kept."""
+        if not self._dirty:
+            return
+        current = self._snapshot()
+        self.snapshots["_current"] = current
+        for name in sorted(self._dirty):
+            self.restore(name)
+            self.model.save(self.paths[name])
+        self.restore("_current")
+        del self.snapshots["_current"]
+        self._dirty.clear()
+        self._written = time.monotonic()
+
+    def on_train_end(self, logs=None):
+        self.write()
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -100,9 +149,9 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     monitor = es["monitor"]
     mode = monitor_mode(monitor)
     nan_guard = StopOnNaN()
-    checkpoint = keras.callbacks.ModelCheckpoint(best, monitor=monitor, mode=mode, save_best_only=True)
+    checkpoints = Checkpoints(best, last, monitor, mode, trainer["checkpoint_interval_s"])
     epoch_log = EpochLog()
-    cbs = [nan_guard, checkpoint, LastGoodCheckpoint(last), epoch_log]
+    cbs = [nan_guard, checkpoints, epoch_log]
     if es["enabled"]:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=es["patience"], min_delta=es["min_delta"]))
     cbs += callbacks or []
@@ -122,11 +171,10 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         raise DlxError(f"training diverged: loss became NaN/inf at {nan_guard.where} (try a lower optimizer.lr); {kept}")
     if monitor not in hist:
         raise DlxError(f"trainer.early_stopping.monitor: '{monitor}' is not a logged metric; logged: {', '.join(hist)}")
-    if not best.exists():
+    if checkpoints.best_epoch is None:
         raise DlxError(f"no epoch improved {monitor} (it was never finite); no best checkpoint")
-    model.load_weights(best)  # the best epoch, whether or not early stopping ended the run
-    values = np.array(hist[monitor])
-    best_idx = int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
+    checkpoints.restore("best")  # the best epoch, whether or not early stopping ended the run
     return FitResult(
-        hist, len(values), best_idx + 1, float(values[best_idx]), seconds, epoch_log.seconds, {"best": best, "last": last}
+        hist, len(hist[monitor]), checkpoints.best_epoch + 1, checkpoints.best_value, seconds, epoch_log.seconds,
+        {"best": best, "last": last},
     )
