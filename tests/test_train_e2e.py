@@ -175,7 +175,7 @@ def test_fashion_mnist_cnn_end_to_end(dlx, workdir):
         "trainer.epochs=2", "trainer.device=cpu", "logger=none", "hydra.run.dir=fm", check=True)
     metrics = json.loads((workdir / "fm/metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.7  # 10 classes: chance is 0.1
-    proc = dlx("eval", "run=fm", check=True)
+    dlx("eval", "run=fm", check=True)
     assert json.loads((workdir / "fm/eval.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
 
 

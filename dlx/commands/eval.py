@@ -21,14 +21,12 @@ def evaluate(run: str, split: str = "test", batch_size: int | None = None) -> di
     if split not in ("test", "val"):
         raise DlxError(f"split: expected test or val, got '{split}'")
     data = datasets.load(ns(cfg["dataset"]))
-    from dlx.training import device, loop
+    from dlx.training import device
 
     device.configure(cfg["trainer"]["device"])
     model = load_model(path)
     part = data.test if split == "test" else data.val
-    result = model.evaluate(
-        loop.make_dataset(part, batch_size or cfg["trainer"]["batch_size"]), return_dict=True, verbose=0
-    )
+    result = model.evaluate(part.x, part.y, batch_size=batch_size or cfg["trainer"]["batch_size"], return_dict=True, verbose=0)
     metrics = {f"{split}_{k}": float(v) for k, v in result.items()} | {f"{split}_examples": len(part)}
     (path / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     trained = path / "metrics.json"

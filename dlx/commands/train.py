@@ -63,8 +63,6 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     run_dir.mkdir(parents=True, exist_ok=True)
     with discard_run_dir_on_error(run_dir):
         data = datasets.load(c.dataset)  # no TensorFlow yet: bad data fails fast
-        import keras
-
         from dlx import models
         from dlx.training import device, optim
 
@@ -91,9 +89,8 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     try:
         result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks())
         model.save(run_dir / "model.keras")
-        test_ds = loop.make_dataset(data.test, c.trainer.batch_size)
-        test = model.evaluate(test_ds, return_dict=True, verbose=0)
-        probs = model.predict(test_ds, verbose=0)
+        test = model.evaluate(data.test.x, data.test.y, batch_size=c.trainer.batch_size, return_dict=True, verbose=0)
+        probs = model.predict(data.test.x, batch_size=c.trainer.batch_size, verbose=0)
         metrics = {
             "test_loss": float(test["loss"]),
             "test_accuracy": float(test["accuracy"]),

@@ -12,18 +12,15 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from dlx.errors import DlxError
 
 log = logging.getLogger(__name__)
 
 
-def make_dataset(split, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y)).cache()
-    if shuffle:
-        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+# In-memory splits go to Keras as arrays: its array adapter already runs a tf.data pipeline that
+# permutes indices once per epoch and gathers whole batches, which measured faster than a
+# hand-built tf.data shuffle/batch/prefetch pipeline (benchmarks/results/overhead.md).
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -156,13 +153,12 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=es["patience"], min_delta=es["min_delta"]))
     cbs += callbacks or []
 
-    train_ds = make_dataset(data.train, trainer["batch_size"], shuffle=trainer["shuffle"], seed=trainer["seed"])
-    val_ds = make_dataset(data.val, trainer["batch_size"])
     verbose = 1 if trainer["progress"] and sys.stdout.isatty() else 0
     t0 = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=trainer["epochs"], callbacks=cbs, verbose=verbose, shuffle=False
-    )  # shuffled by the pipeline
+        data.train.x, data.train.y, batch_size=trainer["batch_size"], shuffle=trainer["shuffle"],
+        validation_data=(data.val.x, data.val.y), epochs=trainer["epochs"], callbacks=cbs, verbose=verbose,
+    )
     seconds = time.perf_counter() - t0
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
