@@ -71,11 +71,11 @@ class Tracker:
 
     # ------------------------------------------------------------------ callbacks
     def callbacks(self) -> list:
-        import keras
+        from dlx.training.loop import EpochTensorBoard
 
         cbs: list = []
         if self.tb_dir is not None:
-            cbs.append(keras.callbacks.TensorBoard(log_dir=str(self.tb_dir), write_graph=True))
+            cbs.append(EpochTensorBoard(log_dir=str(self.tb_dir), write_graph=True))
         if self.run_id is not None:
             from mlflow.keras import MlflowCallback
 

@@ -54,7 +54,8 @@ def test_tensorboard_has_scalars_graph_and_confusion_image(trained):
         tags = acc.Tags()["tensors"]
         assert "epoch_loss" in tags and "epoch_accuracy" in tags
         assert len(acc.Tensors("epoch_loss")) == 3
-    assert "keras" in train.Tags()["tensors"]  # the model graph (Keras' conceptual graph)
+    assert "keras" in train.Tags()["tensors"]  # the Keras model summary (TensorBoard's conceptual graph)
+    assert any(node.op == "MatMul" for node in train.Graph().node)  # the op graph of the forward pass
     assert "confusion_matrix" in test.Tags()["tensors"]
 
 
