@@ -1,13 +1,14 @@
 # make run   : fresh clone -> .venv -> dlx train on the bundled digits dataset
 # make test  : same install, then the test suite (slow end-to-end tests included; FAST=1 skips them)
 # make bench : overhead benchmarks -> benchmarks/results/overhead.md
+# make reproduce : the book presets and tuned variants -> experiments/RESULTS.md (+ results.png)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test bench reproduce reproduce-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+reproduce: $(STAMP)
+	$(BIN)/dlx report experiments
+
+reproduce-quick: $(STAMP)
+	$(BIN)/dlx report experiments --quick
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -18,6 +18,7 @@ HYDRA_COMMANDS = {
 }
 OTHER_COMMANDS = {
     "data": "list or download datasets: dlx data list | dlx data download mnist",
+    "report": "run the book presets, write a results table: dlx report experiments [--quick]",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -43,6 +43,11 @@ class Device(Enum):
     auto = "auto"  # GPU when one is visible, else CPU
     cpu = "cpu"
     gpu = "gpu"
+
+
+class StopRule(Enum):
+    epochs = "epochs"  # keras EarlyStopping: `patience` epochs without a `min_delta` improvement
+    book = "book"  # the textbook's rule: validate every N batches, patience counted in batches
 
 
 class Padding(Enum):
@@ -140,8 +145,15 @@ class RegularizationConfig:
 class EarlyStoppingConfig:
     enabled: bool = True
     monitor: str = "val_loss"
-    patience: int = 5  # epochs without improvement before stopping
-    min_delta: float = 0.0
+    rule: StopRule = StopRule.epochs
+    patience: int = 5  # rule=epochs: epochs without improvement before stopping
+    min_delta: float = 0.0  # rule=epochs
+    # rule=book: validate every `eval_every_batches`; an evaluation improves when it beats the best
+    # by the ratio (best/current for losses, current/best for scores; the first one always does);
+    # stop once `patience_batches` batches have passed since the last improvement
+    patience_batches: int = 3000
+    eval_every_batches: int = 50
+    improvement_ratio: float = 1.005
 
 
 @dataclass
@@ -186,6 +198,8 @@ class TrainConfig:
     regularization: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    # free-form labels: MLflow tags; experiments/ presets keep the book's reported numbers here
+    tags: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,6 +237,18 @@ def register() -> None:
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+    # experiments/*.yaml become the `experiment` group (`dlx train experiment=NAME`)
+    from omegaconf import OmegaConf
+
+    for path in sorted(experiments_dir().glob("*.yaml")):
+        cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def experiments_dir() -> Path:
+    """``experiments/`` of the source tree, or the copy the wheel carries inside the package."""
+    here = Path(__file__).resolve().parent
+    inside = here / "experiments"
+    return inside if inside.is_dir() else here.parent / "experiments"
 
 
 def conf_dir() -> Path:

@@ -65,7 +65,8 @@ class Tracker:
             store = Path(self.uri.removeprefix("sqlite:///")).parent
             mlflow.create_experiment(name, artifact_location=(store / "mlartifacts").resolve().as_uri())
         mlflow.set_experiment(name)
-        run = mlflow.start_run(run_name=run_name, tags={"dlx.run_dir": str(self.run_dir.resolve())})
+        tags = {k: str(v) for k, v in cfg.get("tags", {}).items()} | {"dlx.run_dir": str(self.run_dir.resolve())}
+        run = mlflow.start_run(run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         mlflow.log_params({k: str(v) for k, v in flatten(cfg).items()})
 

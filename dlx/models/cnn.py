@@ -36,7 +36,7 @@ def build(cfg, reg, spec) -> keras.Model:
         )(x)
         if c.pool > 1:
             x = layers.MaxPooling2D(c.pool, name=f"pool{i}")(x)
-    x = layers.Flatten()(x)
+    x = maybe_dropout(layers.Flatten()(x), reg)  # dropout after the conv stack too (LeNet's C5)
     for i, units in enumerate(cfg.dense, start=1):
         x = dense(units, act, reg, name=f"dense{i}")(x)
         x = maybe_dropout(x, reg)

@@ -151,6 +151,72 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class BookEarlyStopping(keras.callbacks.Callback):
+    """The textbook's early stopping, in batches rather than epochs.
+
+    Every `every` training batches the model is validated; an evaluation is an improvement when it
+    beats the best so far by `ratio` (best/current >= ratio for a loss, current/best for a score),
+    and the first evaluation always is (the book's own code compares it with 0 and misses it).
+    Training stops once `patience` batches have passed since the last improvement.
+    `validate()` returns the monitored value; it is a parameter so tests can script the curve.
+    """
+
+    def __init__(self, validate, mode: str, patience: int, every: int, ratio: float):
+        super().__init__()
+        self.validate, self.mode = validate, mode
+        self.patience, self.every, self.ratio = patience, every, ratio
+        self.best: float | None = None
+        self.best_step = 0
+        self.stopped_step: int | None = None
+        self.evaluations: list[tuple[int, float]] = []
+        self._done = 0  # batches finished before the current epoch
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._done = self._steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        # with steps_per_execution > 1 Keras calls this once per execution, `batch` being its last
+        step = self._done + batch + 1
+        crossed = step // self.every > self._steps // self.every
+        self._steps = step
+        if not crossed:
+            return
+        value = float(self.validate())
+        self.evaluations.append((step, value))
+        if self.best is None or self._improves(value):
+            self.best, self.best_step = value, step
+        elif step - self.best_step >= self.patience:
+            self.stopped_step = step
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_step is not None:
+            log.info("early stopping (book rule): no %.1f %% improvement in %d batches; stopped at batch %d, best %.4f at batch %d",
+                     (self.ratio - 1) * 100, self.patience, self.stopped_step, self.best, self.best_step)
+
+    def _improves(self, value: float) -> bool:
+        if self.mode == "max":
+            return value >= self.best * self.ratio
+        return value > 0 and self.best / value >= self.ratio
+
+
+def validation_metric(model: keras.Model, x: np.ndarray, y: np.ndarray, monitor: str, batch_size: int = 1024):
+    """A fast `val_loss` / `val_accuracy` for mid-epoch checks (no Keras metric state is touched)."""
+    forward = tf.function(lambda inputs: model(inputs, training=False))
+
+    def validate() -> float:
+        probs = np.concatenate([forward(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+        if monitor == "val_accuracy":
+            return float((probs.argmax(axis=1) == y).mean())
+        picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)  # as Keras' crossentropy clips
+        return float(-np.log(picked).mean())
+
+    if monitor not in ("val_loss", "val_accuracy"):
+        raise DlxError(f"trainer.early_stopping.monitor: rule=book watches val_loss or val_accuracy, got '{monitor}'")
+    return validate
+
+
 def monitor_mode(metric: str) -> str:
     """'max' for scores (accuracy, AUC, ...), 'min' for losses and errors."""
     return "max" if any(s in metric for s in ("acc", "auc", "precision", "recall", "r2")) else "min"
@@ -179,7 +245,10 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     checkpoints = Checkpoints(best, last, monitor, mode, trainer["checkpoint_interval_s"])
     epoch_log = EpochLog()
     cbs = [nan_guard, checkpoints, epoch_log]
-    if es["enabled"]:
+    if es["enabled"] and es["rule"] == "book":
+        validate = validation_metric(model, data.val.x, data.val.y, monitor)
+        cbs.append(BookEarlyStopping(validate, mode, es["patience_batches"], es["eval_every_batches"], es["improvement_ratio"]))
+    elif es["enabled"]:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=es["patience"], min_delta=es["min_delta"]))
     cbs += callbacks or []
 

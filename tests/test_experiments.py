@@ -1,0 +1,88 @@
+"""experiments/ presets and the book's early-stopping rule."""
+
+import pytest
+
+from conftest import FASHION_DIR, compose
+from dlx.commands.train import plain
+from dlx.config import experiments_dir
+from dlx.training.loop import BookEarlyStopping
+
+PRESETS = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+def test_there_are_book_presets_with_tuned_variants():
+    books = [p for p in PRESETS if p.startswith("book_")]
+    assert {"book_softmax_mnist", "book_mlp_sigmoid_mnist", "book_mlp_relu_mnist", "book_cnn_mnist"} <= set(books)
+    for name in books:
+        tags = plain(compose([f"experiment={name}"]))["tags"]
+        assert 0 < tags["book_test_accuracy"] < 1 and tags["tuned_variant"] in PRESETS
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_composes(name):
+    cfg = plain(compose([f"experiment={name}"]))
+    assert cfg["dataset"]["name"] == "mnist"
+    # the dataset can be swapped on the command line (the report runs them on Fashion-MNIST offline)
+    assert plain(compose([f"experiment={name}", "dataset=fashion_mnist"]))["dataset"]["name"] == "fashion_mnist"
+
+
+def test_book_softmax_preset_is_the_books_setting():
+    cfg = plain(compose(["experiment=book_softmax_mnist"]))
+    assert cfg["model"] == {"name": "softmax", "zero_init": True}
+    assert (cfg["optimizer"]["name"], cfg["optimizer"]["lr"], cfg["trainer"]["batch_size"]) == ("sgd", 0.5, 100)
+    es = cfg["trainer"]["early_stopping"]
+    assert (es["rule"], es["patience_batches"], es["eval_every_batches"], es["improvement_ratio"]) == ("book", 3000, 50, 1.005)
+
+
+class FakeModel:
+    stop_training = False
+
+
+def run_rule(curve, patience, every=1, steps_per_call=1, mode="min", ratio=1.005):
+    """Feed a scripted validation curve to the rule; return (stop step, evaluation steps)."""
+    values = iter(curve)
+    rule = BookEarlyStopping(lambda: next(values), mode, patience, every, ratio)
+    rule.set_model(FakeModel())
+    rule.on_epoch_begin(0)
+    batch = -1
+    while not rule.model.stop_training:
+        batch += steps_per_call
+        rule.on_train_batch_end(batch)
+    return rule.stopped_step, [s for s, _ in rule.evaluations], rule
+
+
+def test_stops_exactly_patience_batches_after_the_last_improvement():
+    # improvements at evaluations 1, 2 (ratio 1.11), then only sub-0.5 % gains: best stays at step 2
+    curve = [1.0, 0.9, 0.899, 0.8981, 0.95, 0.9, 0.9, 0.9, 0.9, 0.9]
+    stop, evals, rule = run_rule(curve, patience=5)
+    assert rule.best_step == 2 and rule.best == 0.9
+    assert stop == 2 + 5
+
+
+def test_first_evaluation_always_counts():
+    # a single, never-beaten evaluation: still the best (the book's code compares it with 0 and misses it)
+    stop, _, rule = run_rule([0.5] + [0.6] * 10, patience=3)
+    assert rule.best == 0.5 and rule.best_step == 1 and stop == 4
+
+
+def test_evaluates_every_n_batches_with_steps_per_execution():
+    # validation every 50 batches; Keras reports every 10 (steps_per_execution=10); patience 3000
+    stop, evals, _ = run_rule([1.0] + [1.0] * 200, patience=3000, every=50, steps_per_call=10)
+    assert evals[:3] == [50, 100, 150]
+    assert stop == 50 + 3000
+
+
+def test_scores_improve_upwards():
+    stop, _, rule = run_rule([0.90, 0.91, 0.912, 0.5, 0.5, 0.5], patience=3, mode="max")
+    assert rule.best == 0.91 and stop == 5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+def test_report_quick_trains_every_preset(dlx, workdir):
+    proc = dlx("report", "experiments", "--quick", "--dataset", "fashion_mnist", "--out", str(workdir / "rep"),
+               timeout=900, check=True)
+    table = (workdir / "rep" / "RESULTS.md").read_text()
+    for name in PRESETS:
+        assert f"experiment={name}" in table, proc.stdout
+    assert (workdir / "rep" / "results.png").is_file()
