@@ -1,6 +1,7 @@
 # make run   : fresh clone -> .venv -> dlx train on the bundled digits dataset
 # make test  : same install, then the test suite (slow end-to-end tests included; FAST=1 skips them)
 # make bench : overhead benchmarks -> benchmarks/results/overhead.md
+# make bench-peers : dlx vs plain Keras vs PyTorch Lightning -> benchmarks/results/peers.md (installs torch)
 # make reproduce : the book presets and tuned variants -> experiments/RESULTS.md (+ results.png)
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench reproduce reproduce-quick clean
+.PHONY: install run test bench bench-peers reproduce reproduce-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+bench-peers: $(STAMP)
+	$(BIN)/pip install --quiet "torch==2.13.0" && $(BIN)/pip install --quiet -e ".[test,peers]"
+	$(BIN)/python benchmarks/peers.py
 
 reproduce: $(STAMP)
 	$(BIN)/dlx report experiments
