@@ -56,33 +56,15 @@ def timed(cmd: list[str], repeat: int) -> float:
 def worker_keras(name: str, path: str, spe: int, jit: str) -> dict:
     """The plain-Keras baseline: what someone would write by hand."""
     import keras
-    import numpy as np
 
-    from dlx.data.idx import read_idx
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import plain_keras
 
-    stem = {"train": "train", "test": "t10k"}
-    x = read_idx(next(Path(path).glob(f"{stem['train']}-images*"))).astype("float32") / 255.0
-    y = read_idx(next(Path(path).glob(f"{stem['train']}-labels*"))).astype("int32")
-    x_train, y_train, x_val, y_val = x[:-5000], y[:-5000], x[-5000:], y[-5000:]
-    keras.utils.set_random_seed(42)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)), keras.layers.Flatten(),
-        keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=spe, jit_compile=jit if jit == "auto" else jit == "true")
-    times: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t0)
-
-    model.fit(x_train[..., None], y_train, batch_size=BATCH, epochs=EPOCHS, validation_data=(x_val[..., None], y_val),
-              callbacks=[Timer()], verbose=0)
-    steps = int(np.ceil(len(x_train) / BATCH))
+    x, y = plain_keras.load(Path(path), "train")
+    layers = [keras.layers.Flatten(), keras.layers.Dense(256, activation="relu")]
+    model, times = plain_keras.fit(layers, x, y, batch=BATCH, epochs=EPOCHS, spe=spe,
+                                   jit=jit if jit == "auto" else jit == "true")
+    steps = -(-(len(x) - 5000) // BATCH)
     return {"steps_per_s": steps / statistics.median(times[1:]), "jit": str(model.jit_compile)}
 
 

@@ -47,34 +47,19 @@ def run_dlx(arch: str) -> dict:
 def run_keras(arch: str) -> dict:
     """What one would write by hand with Keras, with dlx's default compile settings."""
     import keras
-    from dlx.data.idx import read_idx
 
-    def load(prefix):
-        x = read_idx(FASHION / f"{prefix}-images-idx3-ubyte.gz").astype("float32")[..., None] / 255.0
-        return x, read_idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz").astype("int32")
+    sys.path.insert(0, str(HERE))
+    import plain_keras
 
-    (x, y), (xt, yt) = load("train"), load("t10k")
-    keras.utils.set_random_seed(42)
     L = keras.layers
     if arch == "mlp":
         layers = [L.Flatten(), L.Dense(256, activation="relu")]
     else:
         layers = [L.Conv2D(6, 5, padding="same", activation="relu"), L.MaxPooling2D(), L.Conv2D(16, 5, activation="relu"),
                   L.MaxPooling2D(), L.Conv2D(120, 5, activation="relu"), L.Flatten(), L.Dense(84, activation="relu")]
-    model = keras.Sequential([keras.Input((28, 28, 1)), *layers, L.Dense(10, activation="softmax")])
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=16, jit_compile=True)
-    times: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t0)
-
-    model.fit(x[:-5000], y[:-5000], batch_size=BATCH, epochs=EPOCHS, validation_data=(x[-5000:], y[-5000:]),
-              callbacks=[Timer()], verbose=0)
+    x, y = plain_keras.load(FASHION, "train")
+    model, times = plain_keras.fit(layers, x, y, batch=BATCH, epochs=EPOCHS, spe=16, jit=True)
+    xt, yt = plain_keras.load(FASHION, "t10k")
     acc = model.evaluate(xt, yt, batch_size=BATCH, verbose=0, return_dict=True)["accuracy"]
     return {"epoch_s": statistics.median(times[1:]), "test_accuracy": float(acc)}
 
