@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +19,7 @@ def _pyplot():
 
 def learning_curves(history: dict[str, list[float]], path: Path) -> Path:
     """One panel per metric (loss, accuracy, ...), train and validation on the same axes."""
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted((k for k in history if not k.startswith("val_") and k != "learning_rate"), key=lambda k: k != "loss")
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -36,7 +37,7 @@ def learning_curves(history: dict[str, list[float]], path: Path) -> Path:
 
 
 def confusion_matrix(cm: np.ndarray, class_names: list[str], path: Path, title: str = "confusion matrix (test)") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
     ax.imshow(cm, cmap="Blues")

@@ -53,11 +53,11 @@ def run_preset(name: str, data: list[str], extra: list[str], run_dir: Path) -> d
 
 
 def chart(rows: list[dict], path: Path, data_note: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from dlx.plots import pyplot
+
+    plt = pyplot()
 
     names = [r["preset"].removeprefix("book_").removesuffix("_mnist") for r in rows]
     series = [("book (MNIST)", "book"), ("dlx, book settings", "dlx"), ("dlx tuned", "tuned")]
@@ -70,7 +70,7 @@ def chart(rows: list[dict], path: Path, data_note: str) -> None:
     low = min(min(r[k] for k in ("book", "dlx", "tuned")) for r in rows)
     ax.set(xticks=x, ylabel="test accuracy", ylim=(max(0.0, low - 0.05), 1.0), title=f"dlx on {data_note.split(' ')[0]} vs the book")
     ax.set_xticklabels(names)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
