@@ -165,7 +165,7 @@ class TrainerConfig:
     # batches run per tf.function call; > 1 cuts Python overhead per step (see benchmarks/)
     steps_per_execution: int = 16
     # XLA-compile the train step; null = Keras' "auto"
-    jit_compile: Optional[bool] = True
+    jit_compile: Optional[bool] = None
     shuffle: bool = True
     # best/last checkpoints are kept in memory every epoch and written at most this often (and at the end)
     checkpoint_interval_s: float = 60.0
