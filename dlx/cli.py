@@ -23,14 +23,16 @@ OTHER_COMMANDS = {
 
 
 def _groups() -> dict[str, list[str]]:
-    from dlx.config import conf_dir
+    from dlx.config import conf_dir, experiments_dir
 
     root = conf_dir()
-    return {
+    groups = {
         d.name: sorted(p.stem for p in d.glob("*.yaml"))
         for d in sorted(root.iterdir())
         if d.is_dir() and not d.name.startswith((".", "_"))
     }
+    groups["experiment"] = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+    return dict(sorted(groups.items()))
 
 
 def print_help() -> None:

@@ -19,7 +19,8 @@ def test_help_lists_commands_and_groups_without_heavy_imports():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for word in ("train", "eval", "predict", "data", "model", "cnn, mlp, softmax", "digits, fashion_mnist, mnist"):
+    for word in ("train", "eval", "predict", "data", "report", "model", "cnn, mlp, softmax",
+                 "digits, fashion_mnist, mnist", "book_cnn_mnist"):
         assert word in proc.stdout
 
 
