@@ -81,8 +81,8 @@ class Tracker:
             from mlflow.keras import MlflowCallback
 
             cbs.append(MlflowCallback())
-        # Both log per epoch; their per-batch hooks do nothing after the first batch. Marked
-        # async-safe, they no longer force Keras to wait for every batch's logs (~10 % of steps/s).
+        # Both log per epoch and their per-batch hooks do nothing; marked async-safe, they do not
+        # make Keras run every batch's callbacks synchronously on the training thread.
         for cb in cbs:
             cb.async_safe = True
         return cbs

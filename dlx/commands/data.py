@@ -5,23 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from dlx.errors import DlxError
 
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-
 
 def _status(name: str) -> str:
-    from dlx.data.datasets import REMOTES, dataset_dir
+    from dlx.data.datasets import DEBIAN_FASHION_DIR, REMOTES, dataset_dir
 
     if name not in REMOTES:
         return "bundled"
     target = dataset_dir(name)
     have = [r.filename for r in REMOTES[name] if (target / r.filename).is_file()]
     status = f"cached in {target}" if len(have) == len(REMOTES[name]) else "not downloaded"
-    if name == "fashion_mnist" and DEBIAN_FASHION.is_dir():
-        status += f"; local copy: dataset.path={DEBIAN_FASHION}"
+    if name == "fashion_mnist" and DEBIAN_FASHION_DIR.is_dir():
+        status += f"; local copy: dataset.path={DEBIAN_FASHION_DIR}"
     return status
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from dlx.errors import DlxError
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 QUICK = ["trainer.epochs=1", "dataset.subset=1000", "logger=none"]
 
 
@@ -24,15 +23,16 @@ def choose_dataset(requested: str) -> tuple[list[str], str]:
     """(dataset overrides, a sentence saying which data was used and why)."""
     from dlx.data import datasets
 
-    fashion = ["dataset=fashion_mnist", f"dataset.path={FASHION_DIR}"]
+    fashion_dir = datasets.DEBIAN_FASHION_DIR
+    fashion = ["dataset=fashion_mnist", f"dataset.path={fashion_dir}"]
     if requested == "fashion_mnist":
         return fashion, "Fashion-MNIST (requested)"
     try:
         datasets.download("mnist")
         return ["dataset=mnist"], "MNIST (downloaded or cached)"
     except DlxError as exc:
-        if requested == "mnist" or not FASHION_DIR.is_dir():
-            raise DlxError(f"MNIST is not available ({exc}) and Fashion-MNIST is not installed at {FASHION_DIR}") from None
+        if requested == "mnist" or not fashion_dir.is_dir():
+            raise DlxError(f"MNIST is not available ({exc}) and Fashion-MNIST is not installed at {fashion_dir}") from None
         reason = str(exc).split(":")[0]
         return fashion, f"Fashion-MNIST from Debian's dataset-fashion-mnist, because MNIST could not be fetched ({reason})"
 
@@ -81,6 +81,7 @@ def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path
     from omegaconf import OmegaConf
 
     from dlx.config import experiments_dir
+
     presets = {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(experiments_dir().glob("*.yaml"))}
     books = [n for n in presets if n.startswith("book_") and (not only or n in only)]
     if not books:

@@ -92,6 +92,8 @@ REMOTES: dict[str, list[Remote]] = {
     ],
 }
 
+# where Debian's dataset-fashion-mnist package installs the four IDX files
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DESCRIPTIONS = {
     "digits": "scikit-learn 8x8 digits, 1,797 images, bundled (offline)",

@@ -93,7 +93,10 @@ class Checkpoints(keras.callbacks.Callback):
         return self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
 
     def restore(self, name: str = "best") -> None:
-        weights, opt_vars = self.snapshots[name]
+        self._apply(self.snapshots[name])
+
+    def _apply(self, snapshot: tuple) -> None:
+        weights, opt_vars = snapshot
         self.model.set_weights(weights)
         for var, value in zip(self.model.optimizer.variables, opt_vars):
             var.assign(value)
@@ -118,12 +121,10 @@ class Checkpoints(keras.callbacks.Callback):
         if not self._dirty:
             return
         current = self._snapshot()
-        self.snapshots["_current"] = current
         for name in sorted(self._dirty):
             self.restore(name)
             self.model.save(self.paths[name])
-        self.restore("_current")
-        del self.snapshots["_current"]
+        self._apply(current)
         self._dirty.clear()
         self._written = time.monotonic()
 
