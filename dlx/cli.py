@@ -14,7 +14,7 @@ import sys
 HYDRA_COMMANDS = {
     "train": "train a model: dlx train model=cnn dataset=mnist optimizer.lr=0.01",
     "eval": "re-evaluate a run's best model: dlx eval run=outputs/DATE/TIME",
-    "predict": "classify image files: dlx predict run=outputs/DATE/TIME inputs='imgs/*.png'",
+    "predict": "run a model on new inputs (images, CSV rows, .txt): dlx predict run=DIR inputs='imgs/*.png'",
 }
 OTHER_COMMANDS = {
     "data": "list or download datasets: dlx data list | dlx data download mnist",

@@ -30,6 +30,7 @@ class OptimizerName(Enum):
     adagrad = "adagrad"
     rmsprop = "rmsprop"
     adam = "adam"
+    newton = "newton"  # Newton's method (logistic_regression): full-batch steps on the exact Hessian
 
 
 class Schedule(Enum):
@@ -50,6 +51,27 @@ class StopRule(Enum):
     book = "book"  # the textbook's rule: validate every N batches, patience counted in batches
 
 
+class Solver(Enum):
+    normal_equation = "normal_equation"  # closed form from one streaming pass of X^T X, X^T y
+    gd = "gd"  # gradient descent with the configured optimizer (trainer.batch_size=1: per sample)
+
+
+class Covariance(Enum):
+    shared = "shared"  # one covariance for all classes: linear boundaries (LDA)
+    per_class = "per_class"  # one per class: quadratic boundaries (QDA)
+
+
+class Event(Enum):
+    bernoulli = "bernoulli"  # word present / absent (x > binarize)
+    multinomial = "multinomial"  # word counts
+
+
+class Kernel(Enum):
+    linear = "linear"
+    poly = "poly"
+    rbf = "rbf"
+
+
 class Padding(Enum):
     same = "same"
     valid = "valid"
@@ -68,6 +90,14 @@ class DatasetConfig:
     test_size: int = 0
     # keep only the first N training examples (quick runs, tests); null = all
     subset: Optional[int] = None
+    # generated datasets (synthetic_line, blobs2d, cancer_synthetic): size, noise and their own seed
+    n_samples: Optional[int] = None  # null = the dataset's book size
+    noise: float = 10.0
+    data_seed: int = 0
+    # text datasets: the N most frequent training words are the features (word counts)
+    vocab_size: int = 3000
+    # text_folder: the class folders to use (aclImdb: [neg, pos]); null = every folder with .txt files
+    classes: Optional[List[str]] = None
 
 
 # --------------------------------------------------------------------------- models
@@ -107,6 +137,52 @@ class CNNConfig:
     activation: str = "relu"
 
 
+@dataclass
+class LinearRegressionConfig:
+    name: str = "linear_regression"
+    solver: Solver = Solver.normal_equation
+    degree: int = 1  # > 1 adds x^2 .. x^degree of every feature (no cross terms)
+
+
+@dataclass
+class LogisticRegressionConfig:
+    """Binary (sigmoid) or multinomial (softmax) logistic regression; `optimizer=newton` or any SGD one."""
+
+    name: str = "logistic_regression"
+    zero_init: bool = True
+
+
+@dataclass
+class GDAConfig:
+    name: str = "gda"
+    covariance: Covariance = Covariance.shared
+    # added to the covariance diagonal, times the mean feature variance: keeps constant pixels invertible
+    reg_covar: float = 1e-4
+
+
+@dataclass
+class NaiveBayesConfig:
+    name: str = "naive_bayes"
+    event: Event = Event.multinomial
+    alpha: float = 1.0  # additive (Laplace) smoothing
+    binarize: float = 0.0  # bernoulli: a feature is "on" when x > binarize
+
+
+@dataclass
+class SVMConfig:
+    """Soft-margin SVM trained by SMO (LIBSVM's second-order working-set selection), one-vs-one."""
+
+    name: str = "svm"
+    kernel: Kernel = Kernel.rbf
+    C: float = 1.0
+    gamma: str = "scale"  # scale = 1 / (features * X.var()), auto = 1 / features, or a number
+    degree: int = 3  # poly
+    coef0: float = 0.0  # poly
+    tol: float = 1e-3  # stop when the maximal KKT violation is below this
+    cache_mb: float = 200.0  # kernel rows kept per binary problem
+    max_iter: Optional[int] = None  # per binary problem; null = until tol
+
+
 # --------------------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConfig:
@@ -124,6 +200,11 @@ class OptimizerConfig:
     decay_steps: int = 1000  # exponential: optimizer steps per decay
     step_epochs: int = 10  # step: epochs per decay
     warmup_epochs: int = 0  # linear warm-up before the schedule
+    # newton: stop when the Newton step's max-norm is below tol; damping is added to the Hessian
+    # diagonal; the step is solved by conjugate gradients on Hessian-vector products (at most max_cg)
+    tol: float = 1e-6
+    damping: float = 0.0
+    max_cg: int = 200
 
 
 # --------------------------------------------------------------------------- regularization
@@ -218,7 +299,11 @@ class PredictConfig:
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "dataset": {"base": DatasetConfig},
-    "model": {"softmax": SoftmaxConfig, "mlp": MLPConfig, "cnn": CNNConfig},
+    "model": {
+        "softmax": SoftmaxConfig, "mlp": MLPConfig, "cnn": CNNConfig,
+        "linear_regression": LinearRegressionConfig, "logistic_regression": LogisticRegressionConfig,
+        "gda": GDAConfig, "naive_bayes": NaiveBayesConfig, "svm": SVMConfig,
+    },
     "optimizer": {"base": OptimizerConfig},
     "regularization": {"base": RegularizationConfig},
     "trainer": {"base": TrainerConfig},

@@ -1,4 +1,4 @@
-"""PNG plots for the run directory: learning curves and the confusion matrix."""
+"""PNG plots for the run directory: learning curves, confusion matrix, decision boundary, regression fit."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ def pyplot():
 def learning_curves(history: dict[str, list[float]], path: Path) -> Path:
     """One panel per metric (loss, accuracy, ...), train and validation on the same axes."""
     plt = pyplot()
-    names = sorted((k for k in history if not k.startswith("val_") and k != "learning_rate"), key=lambda k: k != "loss")
+    names = sorted({k.removeprefix("val_") for k in history if k != "learning_rate"}, key=lambda k: (k != "loss", k))
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
-        epochs = np.arange(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], marker="o", ms=3, label="train")
+        epochs = np.arange(1, len(history.get(name, history.get(f"val_{name}"))) + 1)
+        if name in history:
+            ax.plot(epochs, history[name], marker="o", ms=3, label="train")
         if f"val_{name}" in history:
             ax.plot(epochs, history[f"val_{name}"], marker="o", ms=3, label="validation")
         ax.set(xlabel="epoch", title=name)
@@ -49,6 +50,55 @@ def confusion_matrix(cm: np.ndarray, class_names: list[str], path: Path, title: 
         for j in range(n):
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if cm[i, j] > threshold else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def decision_boundary(model, x: np.ndarray, y: np.ndarray, spec, path: Path, steps: int = 200) -> Path:
+    """Predicted class over the plane of a 2-D input, with the (test) points on top."""
+    plt = pyplot()
+    pad = 0.5
+    (x0, y0), (x1, y1) = x.min(axis=0) - pad, x.max(axis=0) + pad
+    gx, gy = np.meshgrid(np.linspace(x0, x1, steps), np.linspace(y0, y1, steps))
+    grid = np.c_[gx.ravel(), gy.ravel()].astype(np.float32)
+    probs = model.predict(grid, batch_size=4096, verbose=0)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.contourf(gx, gy, probs.argmax(axis=1).reshape(gx.shape), levels=np.arange(spec.num_classes + 1) - 0.5, cmap="coolwarm", alpha=0.25)
+    if spec.num_classes == 2:
+        ax.contour(gx, gy, probs[:, 1].reshape(gx.shape), levels=[0.5], colors="k", linewidths=1)
+    for k, name in enumerate(spec.class_names):
+        ax.scatter(*x[y == k].T, s=10, label=name)
+    names = spec.feature_names or ["x1", "x2"]
+    scaled = "" if spec.scaling == "none" else f" ({spec.scaling})"
+    ax.set(xlabel=names[0] + scaled, ylabel=names[1] + scaled, title=f"{model.name}: decision boundary (test points)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def regression_fit(x: np.ndarray, y: np.ndarray, pred: np.ndarray, spec, path: Path) -> Path:
+    """One input: the data and the fitted curve. More: predicted against true values."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    y, pred = y.reshape(-1), pred.reshape(-1)
+    if x.reshape(len(x), -1).shape[1] == 1:
+        xs = x.reshape(-1)
+        order = np.argsort(xs)
+        ax.scatter(xs, y, s=8, alpha=0.6, label="test data")
+        ax.plot(xs[order], pred[order], color="C3", label="model")
+        ax.set(xlabel=(spec.feature_names or ["x"])[0] + ("" if spec.scaling == "none" else f" ({spec.scaling})"), ylabel="y")
+    else:
+        lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+        ax.scatter(y, pred, s=10, alpha=0.7)
+        ax.plot([lo, hi], [lo, hi], color="k", lw=1, label="y = prediction")
+        ax.set(xlabel="true", ylabel="predicted")
+    r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12)
+    ax.set_title(f"{spec.name}: test R^2 = {r2:.3f}")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

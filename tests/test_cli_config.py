@@ -19,8 +19,8 @@ def test_help_lists_commands_and_groups_without_heavy_imports():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for word in ("train", "eval", "predict", "data", "report", "model", "cnn, mlp, softmax",
-                 "digits, fashion_mnist, mnist", "book_cnn_mnist"):
+    for word in ("train", "eval", "predict", "data", "report", "model", "cnn, gda, linear_regression",
+                 "diabetes, digits, fashion_mnist", "book_cnn_mnist"):
         assert word in proc.stdout
 
 
@@ -64,7 +64,7 @@ def test_cnn_layers_are_typed():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["model=foo"], "unknown model 'foo'; choose one of: cnn, mlp, softmax"),
+    (["model=foo"], "unknown model 'foo'; choose one of: cnn, gda, linear_regression, logistic_regression, mlp, naive_bayes, softmax, svm"),
     (["trainer.epochs=abc"], "trainer.epochs: Value 'abc'"),
     (["trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
     (["nope=1"], "Key 'nope' not in 'TrainConfig'"),

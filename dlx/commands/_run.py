@@ -20,9 +20,13 @@ def open_run(run: str) -> tuple[Path, dict]:
     return path, OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=True)
 
 
-def load_model(path: Path):
+def load_model(path: Path, cfg: dict, spec):
+    """The run's model, compiled with the same loss and metrics as in training (no optimizer)."""
     import keras
 
-    from dlx.training import optim  # noqa: F401  (registers custom schedules for deserialisation)
+    from dlx import models
 
-    return keras.saving.load_model(path / "model.keras")
+    models.family(cfg["model"]["name"])  # registers the family's Keras classes
+    model = keras.saving.load_model(path / "model.keras", compile=False)
+    models.compile(model, spec)
+    return model

@@ -1,8 +1,13 @@
-"""`dlx predict run=DIR inputs='imgs/*.png'`: classify image files like the run's training data."""
+"""`dlx predict run=DIR inputs=...`: run a trained model on new inputs, prepared like its training data.
+
+What `inputs` holds follows the run's data: image files for image datasets, CSV rows of raw
+feature values (or .npy arrays) for tabular ones, .txt documents for text ones.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -10,35 +15,75 @@ from omegaconf import DictConfig
 from dlx.commands._run import load_model, open_run
 from dlx.data.datasets import DataSpec, scale
 from dlx.data.images import expand_inputs, preprocess, read_grey
-from dlx.errors import DlxError
+from dlx.errors import DataError, DlxError
 
 log = logging.getLogger("dlx.predict")
 
 
-def prepare(files, spec: DataSpec) -> np.ndarray:
-    """Image files -> a model-ready batch (every file is read before any model is loaded)."""
-    raw = np.stack([preprocess(read_grey(f), spec) for f in files])
-    return scale(raw, spec).reshape((-1, *spec.input_shape))
+def read_rows(path: Path, width: int) -> np.ndarray:
+    """Feature rows from a .npy array or a CSV file (a non-numeric first line is a header)."""
+    def parse(line: str) -> list[float]:
+        return [float(v) for v in line.split(",")]
+
+    try:
+        if path.suffix == ".npy":
+            rows = np.atleast_2d(np.load(path, allow_pickle=False))
+        else:
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            try:
+                parse(lines[0])
+            except ValueError:
+                lines = lines[1:]  # a header line
+            except IndexError:
+                pass
+            rows = np.array([parse(ln) for ln in lines], dtype=np.float64)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{path}: expected CSV rows of {width} numbers or a .npy array ({exc})") from None
+    if rows.ndim != 2 or rows.shape[1] != width or not len(rows):
+        raise DataError(f"{path}: expected rows of {width} feature values, got shape {rows.shape}")
+    return rows
+
+
+def prepare(files: list[Path], spec: DataSpec) -> tuple[np.ndarray, list[str]]:
+    """Input files -> (a model-ready batch, a label per example); every file is read before any
+    model is loaded."""
+    if spec.kind == "image":
+        raw = np.stack([preprocess(read_grey(f), spec) for f in files])
+        return scale(raw, spec).reshape((-1, *spec.input_shape)), [str(f) for f in files]
+    if spec.kind == "text":
+        from dlx.data.text import tokenize, vectorize
+
+        if not spec.feature_names:
+            raise DlxError(f"run trained on {spec.name} without its word index; text cannot be mapped to its vocabulary")
+        docs = [tokenize(f.read_text(encoding="utf-8", errors="replace")) for f in files]
+        return scale(vectorize(docs, spec.feature_names), spec), [str(f) for f in files]
+    width = spec.input_shape[0]
+    blocks = [read_rows(f, width) for f in files]
+    names = [f"{f}:{i + 1}" for f, b in zip(files, blocks) for i in range(len(b))]
+    return scale(np.concatenate(blocks), spec), names
 
 
 def predict(run: str, inputs: str, top_k: int = 1) -> list[dict]:
     path, cfg = open_run(run)
     spec = DataSpec.load(path / "data_spec.json")
-    if not 1 <= top_k <= spec.num_classes:
+    if spec.task == "classification" and not 1 <= top_k <= spec.num_classes:
         raise DlxError(f"top_k: expected 1..{spec.num_classes}, got {top_k}")
-    files = expand_inputs(inputs)
-    batch = prepare(files, spec)
+    batch, names = prepare(expand_inputs(inputs), spec)
     from dlx.training import device
 
     device.configure(cfg["trainer"]["device"])
-    probs = load_model(path).predict(batch, verbose=0)
+    out = load_model(path, cfg, spec).predict(batch, verbose=0)
     results = []
-    width = max(len(str(f)) for f in files)
-    for f, p in zip(files, probs):
-        order = np.argsort(p)[::-1][:top_k]
-        ranked = [(spec.class_names[i], float(p[i])) for i in order]
-        results.append({"file": str(f), "class": ranked[0][0], "probability": ranked[0][1], "top": ranked})
-        print(f"{str(f):<{width}}  " + "  ".join(f"{name} {prob:.3f}" for name, prob in ranked))
+    width = max(len(n) for n in names)
+    for name, row in zip(names, out):
+        if spec.task == "regression":
+            results.append({"input": name, "value": float(row[0])})
+            print(f"{name:<{width}}  {float(row[0]):.6g}")
+            continue
+        order = np.argsort(row)[::-1][:top_k]
+        ranked = [(spec.class_names[i], float(row[i])) for i in order]
+        results.append({"input": name, "class": ranked[0][0], "score": ranked[0][1], "top": ranked})
+        print(f"{name:<{width}}  " + "  ".join(f"{label} {score:.3f}" for label, score in ranked))
     return results
 
 

@@ -68,20 +68,23 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
 
         where = device.configure(c.trainer.device)
         device.seed_everything(c.trainer.seed)
-        model = models.build(c.model, c.regularization, data.spec)
+        model = models.build(c.model, c.regularization, data.spec, c.optimizer)
+        getattr(model, "check_data", lambda data: None)(data)
         from dlx.tracking import Tracker
 
         tracker = Tracker(cfg, run_dir, run_name())
 
-    from dlx import plots
     from dlx.training import loop
 
-    log.info("model %s: %s parameters, device %s", c.model.name, f"{model.count_params():,}", where)
+    gradients = models.uses_gradients(model)
+    size = f"{model.count_params():,} parameters" if model.built else "size set by its solver"
+    log.info("model %s: %s, device %s", c.model.name, size, where)
+    if not gradients and str(c.optimizer.name) != "newton":
+        log.info("model %s is fitted without a gradient optimizer: optimizer=%s is not used", c.model.name, c.optimizer.name)
     steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
-    model.compile(
-        optimizer=optim.build(c.optimizer, steps, c.trainer.epochs),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    models.compile(
+        model, data.spec,
+        optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
         steps_per_execution=c.trainer.steps_per_execution,
         jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
     )
@@ -90,34 +93,48 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks())
         model.save(run_dir / "model.keras")
         test = model.evaluate(data.test.x, data.test.y, batch_size=c.trainer.batch_size, return_dict=True, verbose=0)
-        probs = model.predict(data.test.x, batch_size=c.trainer.batch_size, verbose=0)
-        metrics = {
-            "test_loss": float(test["loss"]),
-            "test_accuracy": float(test["accuracy"]),
+        metrics = {f"test_{k}": float(v) for k, v in test.items()}
+        metrics |= {
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
             f"best_{cfg['trainer']['early_stopping']['monitor']}": result.best_value,
             "train_seconds": round(result.seconds, 3),
             "params": int(model.count_params()),
         }
+        metrics |= getattr(model, "summary_metrics", {})
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
-        plots.learning_curves(result.history, plot_dir / "learning_curves.png")
-        cm = confusion(data.test.y, probs.argmax(axis=1), data.spec.num_classes)
-        cm_png = plots.confusion_matrix(cm, data.spec.class_names, plot_dir / "confusion_matrix.png")
-        tracker.log_image("confusion_matrix", cm_png, step=result.epochs_run)
+        for name, png in figures(model, data, result, plot_dir, c.trainer.batch_size).items():
+            tracker.log_image(name, png, step=result.epochs_run)
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras", plot_dir]
         tracker.finish(metrics, artifacts)
     except BaseException:
         tracker.fail()
         raise
 
-    log.info("test: loss %.4f, accuracy %.4f (best epoch %d of %d, %.1fs)",
-             metrics["test_loss"], metrics["test_accuracy"], result.best_epoch, result.epochs_run, result.seconds)
+    scores = ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("test_"))
+    log.info("test: %s (best epoch %d of %d, %.1fs)", scores, result.best_epoch, result.epochs_run, result.seconds)
     for line in tracker.describe():
         log.info(line)
     return metrics, {"model": model, "data": data, "history": result.history, "fit": result, "tracker": tracker}
+
+
+def figures(model, data, result, plot_dir: Path, batch_size: int) -> dict[str, Path]:
+    """Learning curves, and by task: confusion matrix, decision boundary (2-D inputs), fit plot.
+    Returns the figures worth logging as images."""
+    from dlx import plots
+
+    plots.learning_curves(result.history, plot_dir / "learning_curves.png")
+    out = model.predict(data.test.x, batch_size=batch_size, verbose=0)
+    spec = data.spec
+    if spec.task == "regression":
+        return {"fit": plots.regression_fit(data.test.x, data.test.y, out, spec, plot_dir / "fit.png")}
+    cm = confusion(data.test.y, out.argmax(axis=1), spec.num_classes)
+    shown = {"confusion_matrix": plots.confusion_matrix(cm, spec.class_names, plot_dir / "confusion_matrix.png")}
+    if spec.kind == "tabular" and spec.input_shape == (2,):
+        shown["decision_boundary"] = plots.decision_boundary(model, data.test.x, data.test.y, spec, plot_dir / "decision_boundary.png")
+    return shown
 
 
 def confusion(y_true, y_pred, num_classes: int):

@@ -1,8 +1,10 @@
 """Dataset registry: every loader returns the same `Data` (train / val / test splits + a spec).
 
-Images come out as float32 ``(N, H, W, 1)`` scaled as the config says; labels as int32. The
-`DataSpec` records what a model and `dlx predict` need to know about the inputs (shape, classes,
-pixel range, scaling statistics) and is saved in the run directory.
+Three kinds of input: images come out as float32 ``(N, H, W, 1)``; tabular rows and text (word
+counts over a vocabulary) as float32 ``(N, D)``. Class labels are int32 ``(N,)``, regression
+targets float32 ``(N, 1)``. The `DataSpec` records what a model and `dlx predict` need to know
+about the inputs (kind, task, shape, classes, scaling statistics, vocabulary) and is saved in the
+run directory.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class DataSpec:
     mean: float = 0.0  # z-score statistics of the (unit-scaled) training split
     std: float = 1.0
     box: int = 0  # side of the box the object is scaled into for predict (MNIST: 20 of 28); 0 = whole frame
+    kind: str = "image"  # image | tabular | text
+    task: str = "classification"  # classification | regression
+    # tabular/text: feature names (text: the vocabulary) and per-feature scaling x' = (x - offset) / spread
+    feature_names: list[str] | None = None
+    offset: list[float] | None = None
+    spread: list[float] | None = None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -127,7 +135,7 @@ def _idx_files(name: str, path: str | None, mirror: str | None = None) -> tuple[
 def download(name: str, mirror: str | None = None) -> list[Path]:
     if name not in REMOTES:
         raise DlxError(f"'{name}' has nothing to download; downloadable: {', '.join(REMOTES)}")
-    return _idx_files(name, None, mirror)[0]
+    return [fetch(remote, dataset_dir(name), mirror=mirror) for remote in REMOTES[name]]
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, files: list[Path], expect_n: int) -> None:
@@ -182,12 +190,23 @@ LOADERS: dict[str, Callable] = {
 }
 
 
+def _register_other_kinds() -> None:
+    from dlx.data import tabular, text
+
+    for module in (tabular, text):
+        LOADERS.update(module.LOADERS)
+        DESCRIPTIONS.update(module.DESCRIPTIONS)
+        REMOTES.update(getattr(module, "REMOTES", {}))
+
+
 # --------------------------------------------------------------------------- preprocessing
 def scale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
-    """Raw pixels (0..pixel_max) -> model inputs, exactly as in training. Used by predict too."""
+    """Raw inputs -> model inputs, exactly as in training. Used by predict too."""
     x = np.asarray(x, dtype=np.float32)
     if spec.scaling == "none":
         return x
+    if spec.kind != "image":  # per-feature statistics of the training split
+        return (x - np.asarray(spec.offset, np.float32)) / np.asarray(spec.spread, np.float32)
     x = x / np.float32(spec.pixel_max)
     if spec.scaling == "zscore":
         x = (x - np.float32(spec.mean)) / np.float32(spec.std)
@@ -210,17 +229,30 @@ def load(cfg) -> Data:
         x_train, y_train = x_train[: cfg.subset], y_train[: cfg.subset]
 
     spec.scaling = str(cfg.scaling)
-    if spec.scaling == "zscore":
+    if spec.kind != "image" and spec.scaling != "none":
+        x = x_train.astype(np.float64)
+        if spec.scaling == "zscore":
+            offset, spread = x.mean(axis=0), x.std(axis=0)
+        else:  # unit: min-max to [0, 1]
+            offset, spread = x.min(axis=0), x.max(axis=0) - x.min(axis=0)
+        spec.offset, spec.spread = offset.tolist(), np.where(spread > 0, spread, 1.0).tolist()
+    elif spec.scaling == "zscore":
         unit = x_train.astype(np.float32) / np.float32(spec.pixel_max)
         spec.mean, spec.std = float(unit.mean()), float(unit.std()) or 1.0
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
+        if spec.task == "regression":
+            return Split(scale(x, spec).reshape((-1, *spec.input_shape)), y.astype(np.float32).reshape(-1, 1))
         return Split(scale(x, spec).reshape((-1, *spec.input_shape)), y.astype(np.int32))
 
     data = Data(split(x_train, y_train), split(x_val, y_val), split(x_test, y_test), spec, source)
+    target = f"{spec.num_classes} classes" if spec.task == "classification" else "regression target"
     log.info(
-        "dataset %s from %s: %d train / %d val / %d test, input %s, %d classes, scaling %s",
+        "dataset %s from %s: %d train / %d val / %d test, input %s, %s, scaling %s",
         cfg.name, source, len(data.train), len(data.val), len(data.test),
-        "x".join(map(str, spec.input_shape)), spec.num_classes, spec.scaling,
+        "x".join(map(str, spec.input_shape)), target, spec.scaling,
     )
     return data
+
+
+_register_other_kinds()

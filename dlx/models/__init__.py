@@ -1,5 +1,7 @@
-"""Model families. `dlx/models/<name>.py` defines `build(model_cfg, reg_cfg, spec) -> keras.Model`
-for `model=<name>`; modules are imported only when a command needs that family."""
+"""Model families. `dlx/models/<name>.py` defines `build(model_cfg, reg_cfg, spec, optimizer_cfg)
+-> keras.Model` for `model=<name>`, and `TASK` ("classification", the default, or "regression");
+`NEWTON = True` where `optimizer=newton` applies. Modules are imported only when a command needs
+that family (which also registers their Keras classes for loading)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,38 @@ import importlib
 from dlx.errors import DlxError
 
 
-def build(model_cfg, reg_cfg, spec):
+def family(name: str):
     try:
-        module = importlib.import_module(f"dlx.models.{model_cfg.name}")
-    except ModuleNotFoundError:
-        raise DlxError(f"model.name: no model family '{model_cfg.name}' in dlx/models/") from None
-    return module.build(model_cfg, reg_cfg, spec)
+        return importlib.import_module(f"dlx.models.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"dlx.models.{name}":
+            raise
+        raise DlxError(f"model.name: no model family '{name}' in dlx/models/") from None
+
+
+def build(model_cfg, reg_cfg, spec, optimizer_cfg=None):
+    from dlx.models.classic import require_task
+
+    module = family(model_cfg.name)
+    require_task(model_cfg.name, spec, getattr(module, "TASK", "classification"))
+    if optimizer_cfg is not None and str(optimizer_cfg.name) == "newton" and not getattr(module, "NEWTON", False):
+        raise DlxError(f"optimizer=newton: Newton's method is implemented for model=logistic_regression, "
+                       f"not model={model_cfg.name} (use sgd, adam, ...)")
+    return module.build(model_cfg, reg_cfg, spec, optimizer_cfg)
+
+
+def uses_gradients(model) -> bool:
+    """False for families fitted by statistics, Newton steps or their own solver (no optimizer)."""
+    return getattr(model, "passes", None) != 1 and not getattr(model, "full_batch", False) and not hasattr(model, "solve")
+
+
+def compile(model, spec, optimizer=None, steps_per_execution: int = 1, jit_compile="auto") -> None:
+    """Loss and metrics by task (a family may bring its own loss), shared by train and eval."""
+    import keras
+
+    if spec.task == "regression":
+        loss, metrics = "mse", [keras.metrics.MeanSquaredError(name="mse"), keras.metrics.R2Score(name="r2")]
+    else:
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+    model.compile(optimizer=optimizer, loss=getattr(model, "loss_fn", None) or loss, metrics=metrics,
+                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)

@@ -29,7 +29,7 @@ def softmax_head(x, spec, reg, **kwargs):
 
 
 def inputs(spec):
-    return keras.Input(shape=spec.input_shape, name="image")
+    return keras.Input(shape=spec.input_shape, name="image" if spec.kind == "image" else "features")
 
 
 def activation(name: str):

@@ -89,8 +89,11 @@ class Checkpoints(keras.callbacks.Callback):
         self._dirty: set[str] = set()
         self._written = time.monotonic()
 
+    def _optimizer_variables(self) -> list:
+        return self.model.optimizer.variables if self.model.optimizer is not None else []
+
     def _snapshot(self) -> tuple:
-        return self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
+        return self.model.get_weights(), [v.numpy() for v in self._optimizer_variables()]
 
     def restore(self, name: str = "best") -> None:
         self._apply(self.snapshots[name])
@@ -98,12 +101,12 @@ class Checkpoints(keras.callbacks.Callback):
     def _apply(self, snapshot: tuple) -> None:
         weights, opt_vars = snapshot
         self.model.set_weights(weights)
-        for var, value in zip(self.model.optimizer.variables, opt_vars):
+        for var, value in zip(self._optimizer_variables(), opt_vars):
             var.assign(value)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if not math.isfinite(logs.get("loss", math.nan)):
+        if not math.isfinite(logs.get("loss", 0.0)):  # statistics passes log no training loss
             return
         snap = self.snapshots["last"] = self._snapshot()
         self._dirty.add("last")
@@ -235,7 +238,12 @@ class FitResult:
 
 
 def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None = None) -> FitResult:
-    """Train `model` on `data.train`, validate on `data.val`; leave the best weights in `model`."""
+    """Train `model` on `data.train`, validate on `data.val`; leave the best weights in `model`.
+
+    A family shapes its fit with attributes (dlx/models/classic.py): `passes` (epochs it needs,
+    e.g. 1 for a statistics pass), `full_batch` (each step sees the whole split), `fit_callbacks()`
+    (its own stopping rule), or `solve(x, y)` for a solver that is not a sequence of steps.
+    """
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best, last = ckpt_dir / "best.keras", ckpt_dir / "last.keras"
@@ -251,16 +259,22 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         cbs.append(BookEarlyStopping(validate, mode, es["patience_batches"], es["eval_every_batches"], es["improvement_ratio"]))
     elif es["enabled"]:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=es["patience"], min_delta=es["min_delta"]))
+    cbs += getattr(model, "fit_callbacks", list)()
     cbs += callbacks or []
 
     verbose = 1 if trainer["progress"] and sys.stdout.isatty() else 0
+    batch_size = len(data.train) if getattr(model, "full_batch", False) else trainer["batch_size"]
     t0 = time.perf_counter()
-    history = model.fit(
-        data.train.x, data.train.y, batch_size=trainer["batch_size"], shuffle=trainer["shuffle"],
-        validation_data=(data.val.x, data.val.y), epochs=trainer["epochs"], callbacks=cbs, verbose=verbose,
-    )
+    if hasattr(model, "solve"):
+        hist = _solve(model, data, batch_size, cbs)
+    else:
+        history = model.fit(
+            data.train.x, data.train.y, batch_size=batch_size, shuffle=trainer["shuffle"],
+            validation_data=(data.val.x, data.val.y), epochs=getattr(model, "passes", None) or trainer["epochs"],
+            callbacks=cbs, verbose=verbose,
+        )
+        hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     seconds = time.perf_counter() - t0
-    hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
     if nan_guard.where is not None:
         kept = f"last good checkpoint: {last}" if last.exists() else "no epoch finished, no checkpoint kept"
@@ -274,3 +288,16 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         hist, len(hist[monitor]), checkpoints.best_epoch + 1, checkpoints.best_value, seconds, epoch_log.seconds,
         {"best": best, "last": last},
     )
+
+
+def _solve(model: keras.Model, data, batch_size: int, callbacks: list) -> dict[str, list[float]]:
+    """One "epoch" that is the family's own solver, with the same callbacks and validation as fit."""
+    cbl = keras.callbacks.CallbackList(callbacks, model=model, epochs=1, steps=1, verbose=0)
+    cbl.on_train_begin()
+    cbl.on_epoch_begin(0)
+    logs = dict(model.solve(data.train.x, data.train.y))
+    val = model.evaluate(data.val.x, data.val.y, batch_size=batch_size, return_dict=True, verbose=0)
+    logs |= {f"val_{k}": float(v) for k, v in val.items()}
+    cbl.on_epoch_end(0, logs)
+    cbl.on_train_end(logs)
+    return {k: [float(v)] for k, v in logs.items()}

@@ -1,0 +1,107 @@
+"""What the classic (non-deep) families share.
+
+They are Keras models, so the one training loop, evaluation, saving, `dlx eval` and
+`dlx predict` treat them like any other family; only how they *fit* differs, and each says so
+with a class attribute the loop reads:
+
+- `passes = 1`: fitting is one pass of sufficient statistics in `train_step` (GDA, naive Bayes,
+  the normal equation). The parameters are solved from the statistics lazily, once, before the
+  next evaluation or prediction (`refresh`), not after every batch.
+- `full_batch = True`: every step sees the whole training split (Newton's method).
+- `solve(x, y)`: a solver that is not a sequence of batch steps at all (SMO).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from dlx.errors import DlxError
+
+
+def flat(x):
+    """(N, ...) -> (N, D) float32: images and rows alike."""
+    return tf.reshape(tf.cast(x, tf.float32), (tf.shape(x)[0], -1))
+
+
+def features_of(spec) -> int:
+    n = 1
+    for d in spec.input_shape:
+        n *= d
+    return n
+
+
+def require_task(family: str, spec, task: str) -> None:
+    if spec.task != task:
+        kind = "a classifier" if task == "classification" else "a regression model"
+        target = "class labels" if spec.task == "classification" else "a real-valued target"
+        raise DlxError(f"model={family} is {kind} but dataset={spec.name} has {target}")
+
+
+def check_penalties(family: str, reg, allowed: tuple[str, ...], own: str = "") -> None:
+    """A family that has no use for a configured penalty says so instead of ignoring it."""
+    for key in ("l1", "l2", "dropout"):
+        if getattr(reg, key) and key not in allowed:
+            hint = f"; it regularises through {own}" if own else (f"; it supports {', '.join(allowed)}" if allowed else "")
+            raise DlxError(f"regularization.{key}: model={family} has no {key} penalty{hint}")
+
+
+class Classic(keras.Model):
+    """A model whose train_step reports its own values (statistics, Newton steps), not compiled metrics."""
+
+    def get_metrics_result(self):
+        # report the compiled metrics evaluation has built; a custom train step builds none
+        out = {}
+        for m in self.metrics:
+            if getattr(m, "built", True):
+                r = m.result()
+                out.update(r if isinstance(r, dict) else {m.name: r})
+        return out
+
+
+class OnePass(Classic):
+    """Fitting = accumulating statistics; `finalize()` turns them into the parameters."""
+
+    passes = 1
+
+    def build(self, input_shape):
+        self._statistics = []
+        # 1 while the statistics changed since the parameters were last solved from them
+        self.stale = self.statistic((), "stale", "float32")
+
+    def statistic(self, shape, name: str, dtype="float64"):
+        """A running sum kept for fitting (float64), not a model parameter."""
+        var = self.add_weight(shape=shape, initializer="zeros", trainable=False, dtype=dtype, name=name)
+        self._statistics.append(var)
+        return var
+
+    def count_params(self) -> int:
+        return super().count_params() - sum(int(v.numpy().size) for v in self._statistics)
+
+    def accumulate(self, x, y):
+        raise NotImplementedError
+
+    def finalize(self):
+        raise NotImplementedError
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        n = self.accumulate(x, y)
+        self.stale.assign(1.0)
+        return {"examples": n}
+
+    def refresh(self):
+        def solve():
+            self.finalize()
+            self.stale.assign(0.0)
+            return tf.constant(True)
+
+        tf.cond(self.stale > 0, solve, lambda: tf.constant(False))
+
+    def test_step(self, data):
+        self.refresh()
+        return super().test_step(data)
+
+    def predict_step(self, data):
+        self.refresh()
+        return super().predict_step(data)

@@ -1,0 +1,156 @@
+"""Logistic regression: p(y=1|x) = sigmoid(w.x + b) for two classes, softmax(W x + b) for more.
+The output is always the (N, classes) probabilities, so evaluation is shared with every classifier.
+
+With `optimizer=newton` every training step is one Newton-Raphson step on the whole training
+split (IRLS for the binary case): the gradient g and the exact Hessian H of the mean log-loss
+plus l2 ||W||^2, and theta -= lr (H + damping I)^-1 g. The system is solved by conjugate
+gradients on Hessian-vector products (H v = X^T (S (X v)) / n + 2 l2 v), so H (size
+(D+1)^2 classes^2) is never formed; CG stops at the usual truncated-Newton tolerance
+min(0.5, sqrt|g|) |g|, which keeps Newton's fast local convergence. Training stops when the
+step's largest component is below `optimizer.tol`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from dlx.errors import DlxError
+from dlx.models.classic import Classic, check_penalties, features_of, flat
+
+TASK = "classification"
+NEWTON = True
+log = logging.getLogger(__name__)
+
+
+@keras.saving.register_keras_serializable("dlx")
+class LogisticRegression(Classic):
+    def __init__(self, n_inputs: int, n_classes: int, l1: float = 0.0, l2: float = 0.0, zero_init: bool = True,
+                 newton: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.n_inputs, self.n_classes, self.l1, self.l2, self.zero_init = n_inputs, n_classes, l1, l2, zero_init
+        self.newton = newton  # {"lr", "tol", "damping", "max_cg"} or None for gradient optimizers
+        self.full_batch = newton is not None
+        self.outputs_n = 1 if n_classes == 2 else n_classes
+
+    def build(self, input_shape):
+        reg = keras.regularizers.L1L2(l1=self.l1, l2=self.l2) if (self.l1 or self.l2) else None
+        init = "zeros" if self.zero_init else "glorot_uniform"
+        self.kernel = self.add_weight(shape=(self.n_inputs, self.outputs_n), initializer=init, regularizer=reg, name="kernel")
+        self.bias = self.add_weight(shape=(self.outputs_n,), initializer="zeros", name="bias")
+
+    def call(self, x):
+        z = tf.matmul(flat(x), self.kernel) + self.bias
+        if self.outputs_n == 1:
+            p = tf.sigmoid(z)
+            return tf.concat([1.0 - p, p], axis=1)
+        return tf.nn.softmax(z)
+
+    # ------------------------------------------------------------------ Newton's method
+    def train_step(self, data):
+        if self.newton is None:
+            return super().train_step(data)
+        x, y = data[0], data[1]
+        xa = flat(x)
+        xa = tf.concat([xa, tf.ones_like(xa[:, :1])], axis=1)  # bias as the last input
+        n = tf.cast(tf.shape(xa)[0], tf.float32)
+        theta = tf.concat([self.kernel, self.bias[None, :]], axis=0)  # (D+1, C)
+        mask = tf.concat([tf.ones_like(self.kernel), tf.zeros_like(self.bias[None, :])], axis=0)  # bias unpenalised
+        y = tf.reshape(tf.cast(y, tf.int32), (-1,))
+        z = tf.matmul(xa, theta)
+        if self.outputs_n == 1:
+            p = tf.sigmoid(z)
+            yy = tf.cast(y[:, None], tf.float32)
+            residual = p - yy
+            nll = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=yy, logits=z))
+            weight = p * (1.0 - p)
+
+            def curvature(a):
+                return weight * a
+        else:
+            p = tf.nn.softmax(z)
+            residual = p - tf.one_hot(y, self.n_classes)
+            nll = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
+
+            def curvature(a):  # the softmax Jacobian applied row by row: P*a - P*(P.a)
+                pa = p * a
+                return pa - p * tf.reduce_sum(pa, axis=1, keepdims=True)
+
+        l2, damping = self.l2, self.newton["damping"]
+
+        def hess_vec(v):
+            return tf.matmul(xa, curvature(tf.matmul(xa, v)), transpose_a=True) / n + 2.0 * l2 * mask * v + damping * v
+
+        grad = tf.matmul(xa, residual, transpose_a=True) / n + 2.0 * l2 * mask * theta
+        step, cg_iters = _conjugate_gradients(hess_vec, grad, self.newton["max_cg"])
+        step = self.newton["lr"] * step
+        new = theta - step
+        self.kernel.assign(new[:-1])
+        self.bias.assign(new[-1])
+        loss = nll + l2 * tf.reduce_sum(tf.square(self.kernel))
+        return {"loss": loss, "step": tf.reduce_max(tf.abs(step)), "cg_iterations": tf.cast(cg_iters, tf.float32)}
+
+    def fit_callbacks(self) -> list:
+        return [NewtonConverged(self.newton["tol"])] if self.newton is not None else []
+
+    def get_config(self):
+        return {**super().get_config(), "n_inputs": self.n_inputs, "n_classes": self.n_classes, "l1": self.l1,
+                "l2": self.l2, "zero_init": self.zero_init, "newton": self.newton}
+
+
+def _conjugate_gradients(matvec, b, max_iter: int):
+    """Solve A x = b for symmetric positive (semi-)definite A given only x -> A x."""
+
+    def dot(u, v):
+        return tf.reduce_sum(u * v)
+
+    b_norm = tf.sqrt(dot(b, b))
+    target = tf.minimum(0.5, tf.sqrt(b_norm)) * b_norm
+    x0 = tf.zeros_like(b)
+
+    def cond(i, x, r, p, rs):
+        return tf.logical_and(i < max_iter, tf.sqrt(rs) > target)
+
+    def body(i, x, r, p, rs):
+        ap = matvec(p)
+        curv = dot(p, ap)
+        alpha = tf.where(curv > 0, rs / tf.maximum(curv, 1e-30), 0.0)  # no curvature: stop moving
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = dot(r, r)
+        rs_new = tf.where(curv > 0, rs_new, 0.0)
+        p = r + (rs_new / tf.maximum(rs, 1e-30)) * p
+        return i + 1, x, r, p, rs_new
+
+    i, x, *_ = tf.while_loop(cond, body, (tf.constant(0), x0, b, b, dot(b, b)))
+    return x, i
+
+
+class NewtonConverged(keras.callbacks.Callback):
+    """Stop once a Newton step moved no parameter by more than `tol`."""
+
+    def __init__(self, tol: float):
+        super().__init__()
+        self.tol = tol
+        self.iterations = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.iterations = epoch + 1
+        if (logs or {}).get("step", float("inf")) < self.tol:
+            log.info("newton: converged after %d iterations (largest step %.2e < tol %.0e)", epoch + 1, logs["step"], self.tol)
+            self.model.stop_training = True
+
+
+def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+    check_penalties("logistic_regression", reg, ("l1", "l2"))
+    newton = None
+    if optimizer is not None and str(optimizer.name) == "newton":
+        check_penalties("logistic_regression with optimizer=newton", reg, ("l2",))
+        if optimizer.max_cg < 1 or optimizer.tol <= 0:
+            raise DlxError("optimizer: newton needs max_cg >= 1 and tol > 0")
+        newton = {"lr": float(optimizer.lr), "tol": float(optimizer.tol), "damping": float(optimizer.damping), "max_cg": int(optimizer.max_cg)}
+    model = LogisticRegression(features_of(spec), spec.num_classes, reg.l1, reg.l2, cfg.zero_init, newton, name="logistic_regression")
+    model.build((None, *spec.input_shape))
+    return model

@@ -1,0 +1,81 @@
+"""Naive Bayes from one pass of counts, scored in log space (counts in float64).
+
+- multinomial: theta_kd = (count_kd + alpha) / (sum_d count_kd + alpha D), count = summed feature
+  values (word counts); score_k = log phi_k + x . log theta_k.
+- bernoulli: b = x > binarize; p_kd = (docs_kd + alpha) / (n_k + 2 alpha);
+  score_k = log phi_k + sum_d log(1 - p_kd) + b . (log p_kd - log(1 - p_kd)).
+
+Both are linear in the (binarised) input, so scoring is one matmul. Priors are the class
+frequencies. Works on word counts (text datasets) and on images (pixels as counts, or binarised).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dlx.errors import DlxError
+from dlx.models.classic import OnePass, check_penalties, features_of, flat
+
+TASK = "classification"
+
+
+@keras.saving.register_keras_serializable("dlx")
+class NaiveBayes(OnePass):
+    def __init__(self, n_inputs: int, n_classes: int, event: str = "multinomial", alpha: float = 1.0, binarize: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.n_inputs, self.n_classes, self.event, self.alpha, self.binarize = n_inputs, n_classes, event, alpha, binarize
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        d, k = self.n_inputs, self.n_classes
+        self.class_count = self.statistic((k,), "class_count")
+        self.feature_count = self.statistic((k, d), "feature_count")
+        self.kernel = self.add_weight(shape=(d, k), initializer="zeros", trainable=False, name="kernel")
+        self.bias = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="bias")
+
+    def events(self, x, dtype=tf.float32):
+        x = tf.cast(flat(x), dtype)
+        return tf.cast(x > self.binarize, dtype) if self.event == "bernoulli" else x
+
+    def accumulate(self, x, y):
+        onehot = tf.one_hot(tf.reshape(tf.cast(y, tf.int32), (-1,)), self.n_classes, dtype=tf.float64)
+        self.class_count.assign_add(tf.reduce_sum(onehot, axis=0))
+        self.feature_count.assign_add(tf.matmul(onehot, self.events(x, tf.float64), transpose_a=True))
+        return tf.reduce_sum(self.class_count)
+
+    def finalize(self):
+        a = self.alpha
+        log_prior = tf.math.log(self.class_count) - tf.math.log(tf.reduce_sum(self.class_count))
+        if self.event == "bernoulli":
+            p = (self.feature_count + a) / (self.class_count[:, None] + 2.0 * a)
+            log_p, log_q = tf.math.log(p), tf.math.log1p(-p)
+            kernel, bias = tf.transpose(log_p - log_q), log_prior + tf.reduce_sum(log_q, axis=1)
+        else:
+            total = tf.reduce_sum(self.feature_count, axis=1, keepdims=True)
+            kernel = tf.transpose(tf.math.log(self.feature_count + a) - tf.math.log(total + a * self.n_inputs))
+            bias = log_prior
+        self.kernel.assign(tf.cast(kernel, tf.float32))
+        self.bias.assign(tf.cast(bias, tf.float32))
+
+    def call(self, x):
+        return tf.nn.softmax(tf.matmul(self.events(x), self.kernel) + self.bias)
+
+    def check_data(self, data) -> None:
+        if self.event == "multinomial" and float(np.min(data.train.x)) < 0:
+            raise DlxError(f"model.event=multinomial needs non-negative feature counts, but dataset={data.spec.name} "
+                           f"(scaling={data.spec.scaling}) has negative values; use dataset.scaling=none or unit, or event=bernoulli")
+
+    def get_config(self):
+        return {**super().get_config(), "n_inputs": self.n_inputs, "n_classes": self.n_classes, "event": self.event,
+                "alpha": self.alpha, "binarize": self.binarize}
+
+
+def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+    check_penalties("naive_bayes", reg, (), own="model.alpha")
+    if cfg.alpha <= 0:
+        raise DlxError(f"model.alpha: expected a positive smoothing count, got {cfg.alpha}")
+    model = NaiveBayes(features_of(spec), spec.num_classes, str(cfg.event), cfg.alpha, cfg.binarize, name="naive_bayes")
+    model.build((None, *spec.input_shape))
+    return model
