@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from omegaconf import MISSING
+
+from dlx.errors import DlxError
 
 
 # --------------------------------------------------------------------------- choices
@@ -101,8 +103,49 @@ class DatasetConfig:
 
 
 # --------------------------------------------------------------------------- models
+# Each model schema knows its task and checks what it is given (`check`), so a family that cannot
+# use a dataset, a penalty or an optimizer fails in the CLI before TensorFlow is imported.
+def check_penalties(family: str, reg, allowed: tuple[str, ...], own: str = "") -> None:
+    """A family that has no use for a configured penalty says so instead of ignoring it."""
+    for key in ("l1", "l2", "dropout"):
+        if getattr(reg, key) and key not in allowed:
+            hint = f"; it regularises through {own}" if own else (f"; it supports {', '.join(allowed)}" if allowed else "")
+            raise DlxError(f"regularization.{key}: model={family} has no {key} penalty{hint}")
+
+
+def positive(key: str, value: float, what: str = "a positive value") -> None:
+    if not value > 0:
+        raise DlxError(f"{key}: expected {what}, got {value}")
+
+
+class Family:
+    task: ClassVar[str] = "classification"  # or "regression": the dataset's target must match
+    newton: ClassVar[bool] = False  # optimizer=newton applies
+    images_only: ClassVar[bool] = False
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        """Family-specific checks of the composed config (plain values)."""
+
+
+def check_model(cfg, reg, optimizer, data) -> None:
+    """Can `model=cfg.name` train on this data with this penalty and optimizer? Raises DlxError."""
+    family: Any = SCHEMAS["model"].get(cfg.name, Family)
+    spec = data.spec
+    if spec.task != family.task:
+        kind = "a classifier" if family.task == "classification" else "a regression model"
+        target = "class labels" if spec.task == "classification" else "a real-valued target"
+        raise DlxError(f"model={cfg.name} is {kind} but dataset={spec.name} has {target}")
+    if family.images_only and spec.kind != "image":
+        raise DlxError(f"model={cfg.name} needs images, but dataset={spec.name} is {spec.kind} data (try model=mlp)")
+    if str(optimizer.name) == "newton" and not family.newton:
+        raise DlxError(f"optimizer=newton: Newton's method is implemented for model=logistic_regression, "
+                       f"not model={cfg.name} (use sgd, adam, ...)")
+    family.check(cfg, reg, optimizer, data)
+
+
 @dataclass
-class SoftmaxConfig:
+class SoftmaxConfig(Family):
     """Multinomial logistic regression: one dense layer and a softmax."""
 
     name: str = "softmax"
@@ -110,7 +153,7 @@ class SoftmaxConfig:
 
 
 @dataclass
-class MLPConfig:
+class MLPConfig(Family):
     name: str = "mlp"
     hidden: List[int] = field(default_factory=lambda: [256])
     activation: str = "relu"
@@ -126,8 +169,10 @@ class ConvLayer:
 
 
 @dataclass
-class CNNConfig:
+class CNNConfig(Family):
     """LeNet-style: conv/pool stacks, then dense layers, then softmax."""
+
+    images_only: ClassVar[bool] = True
 
     name: str = "cnn"
     conv: List[ConvLayer] = field(
@@ -138,38 +183,69 @@ class CNNConfig:
 
 
 @dataclass
-class LinearRegressionConfig:
+class LinearRegressionConfig(Family):
+    task: ClassVar[str] = "regression"
     name: str = "linear_regression"
     solver: Solver = Solver.normal_equation
     degree: int = 1  # > 1 adds x^2 .. x^degree of every feature (no cross terms)
 
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        positive("model.degree", cfg.degree, "1 or more")
+        closed = str(cfg.solver) == "normal_equation"
+        check_penalties("linear_regression" + (" (normal equation)" if closed else ""), reg, ("l2",) if closed else ("l1", "l2"))
+
 
 @dataclass
-class LogisticRegressionConfig:
+class LogisticRegressionConfig(Family):
     """Binary (sigmoid) or multinomial (softmax) logistic regression; `optimizer=newton` or any SGD one."""
 
+    newton: ClassVar[bool] = True
     name: str = "logistic_regression"
     zero_init: bool = True
 
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        if str(optimizer.name) == "newton":
+            check_penalties("logistic_regression with optimizer=newton", reg, ("l2",))
+            positive("optimizer.tol", optimizer.tol)
+            positive("optimizer.max_cg", optimizer.max_cg, "1 or more")
+        else:
+            check_penalties("logistic_regression", reg, ("l1", "l2"))
+
 
 @dataclass
-class GDAConfig:
+class GDAConfig(Family):
     name: str = "gda"
     covariance: Covariance = Covariance.shared
     # added to the covariance diagonal, times the mean feature variance: keeps constant pixels invertible
     reg_covar: float = 1e-4
 
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("gda", reg, (), own="model.reg_covar")
+        if cfg.reg_covar < 0:
+            raise DlxError(f"model.reg_covar: expected >= 0, got {cfg.reg_covar}")
+
 
 @dataclass
-class NaiveBayesConfig:
+class NaiveBayesConfig(Family):
     name: str = "naive_bayes"
     event: Event = Event.multinomial
     alpha: float = 1.0  # additive (Laplace) smoothing
     binarize: float = 0.0  # bernoulli: a feature is "on" when x > binarize
 
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("naive_bayes", reg, (), own="model.alpha")
+        positive("model.alpha", cfg.alpha, "a positive smoothing count")
+        if str(cfg.event) == "multinomial" and float(data.train.x.min()) < 0:
+            raise DlxError(f"model.event=multinomial needs non-negative feature counts, but dataset={data.spec.name} "
+                           f"(scaling={data.spec.scaling}) has negative values; use dataset.scaling=none or unit, or event=bernoulli")
+
 
 @dataclass
-class SVMConfig:
+class SVMConfig(Family):
     """Soft-margin SVM trained by SMO (LIBSVM's second-order working-set selection), one-vs-one."""
 
     name: str = "svm"
@@ -181,6 +257,24 @@ class SVMConfig:
     tol: float = 1e-3  # stop when the maximal KKT violation is below this
     cache_mb: float = 200.0  # kernel rows kept per binary problem
     max_iter: Optional[int] = None  # per binary problem; null = until tol
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("svm", reg, (), own="model.C")
+        positive("model.C", cfg.C, "a positive penalty C")
+        positive("model.tol", cfg.tol)
+        positive("model.cache_mb", cfg.cache_mb)
+        if cfg.max_iter is not None:
+            positive("model.max_iter", cfg.max_iter, "a positive count or null")
+        if str(cfg.kernel) == "poly":
+            positive("model.degree", cfg.degree, "1 or more")
+        if str(cfg.gamma) not in ("scale", "auto"):
+            try:
+                value = float(cfg.gamma)
+            except ValueError:
+                value = -1.0
+            if not value > 0:
+                raise DlxError(f"model.gamma: expected scale, auto or a positive number, got '{cfg.gamma}'")
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -200,9 +294,9 @@ class OptimizerConfig:
     decay_steps: int = 1000  # exponential: optimizer steps per decay
     step_epochs: int = 10  # step: epochs per decay
     warmup_epochs: int = 0  # linear warm-up before the schedule
-    # newton: stop when the Newton step's max-norm is below tol; damping is added to the Hessian
+    # newton: stop when the gradient's max-norm is below tol; damping is added to the Hessian
     # diagonal; the step is solved by conjugate gradients on Hessian-vector products (at most max_cg)
-    tol: float = 1e-6
+    tol: float = 1e-5
     damping: float = 0.0
     max_cg: int = 200
 

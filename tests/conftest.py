@@ -65,3 +65,27 @@ def dlx(workdir):
         return proc
 
     return run
+
+
+SPORT = "goal match team coach player score league season win cup striker keeper".split()
+FINANCE = "stock market shares price bank profit investor bond trade fund rate earnings".split()
+FILLER = "the a of and to in it is was for on with as at by this that".split()
+
+
+def write_text_folder(root: Path, n_per_class: int = 40, seed: int = 0) -> Path:
+    """A two-topic corpus in the aclImdb layout: root/<class>/<n>.txt."""
+    import random
+
+    rng = random.Random(seed)
+    for name, words in (("finance", FINANCE), ("sport", SPORT)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            doc = rng.choices(words, k=rng.randint(4, 9)) + rng.choices(FILLER + SPORT + FINANCE, k=rng.randint(5, 15))
+            rng.shuffle(doc)
+            (root / name / f"{i}.txt").write_text(" ".join(doc).capitalize() + ".\n")
+    return root
+
+
+@pytest.fixture
+def text_folder(tmp_path) -> Path:
+    return write_text_folder(tmp_path / "corpus")

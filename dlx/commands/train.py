@@ -57,19 +57,20 @@ def run_name() -> str:
 
 def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
     """Train as `cfg` says, writing everything into `run_dir`; return (metrics, objects)."""
+    from dlx import config
     from dlx.data import datasets
 
     c = ns(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     with discard_run_dir_on_error(run_dir):
-        data = datasets.load(c.dataset)  # no TensorFlow yet: bad data fails fast
+        data = datasets.load(c.dataset)  # no TensorFlow yet: bad data and bad combinations fail fast
+        config.check_model(c.model, c.regularization, c.optimizer, data)
         from dlx import models
         from dlx.training import device, optim
 
         where = device.configure(c.trainer.device)
         device.seed_everything(c.trainer.seed)
         model = models.build(c.model, c.regularization, data.spec, c.optimizer)
-        getattr(model, "check_data", lambda data: None)(data)
         from dlx.tracking import Tracker
 
         tracker = Tracker(cfg, run_dir, run_name())

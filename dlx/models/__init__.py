@@ -1,7 +1,7 @@
 """Model families. `dlx/models/<name>.py` defines `build(model_cfg, reg_cfg, spec, optimizer_cfg)
--> keras.Model` for `model=<name>`, and `TASK` ("classification", the default, or "regression");
-`NEWTON = True` where `optimizer=newton` applies. Modules are imported only when a command needs
-that family (which also registers their Keras classes for loading)."""
+-> keras.Model` for `model=<name>`; its schema in dlx/config.py says what task it solves and
+checks its config before TensorFlow is imported (`config.check_model`). Modules are imported only
+when a command needs that family (which also registers their Keras classes for loading)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,7 @@ def family(name: str):
 
 
 def build(model_cfg, reg_cfg, spec, optimizer_cfg=None):
-    from dlx.models.classic import require_task
-
-    module = family(model_cfg.name)
-    require_task(model_cfg.name, spec, getattr(module, "TASK", "classification"))
-    if optimizer_cfg is not None and str(optimizer_cfg.name) == "newton" and not getattr(module, "NEWTON", False):
-        raise DlxError(f"optimizer=newton: Newton's method is implemented for model=logistic_regression, "
-                       f"not model={model_cfg.name} (use sgd, adam, ...)")
-    return module.build(model_cfg, reg_cfg, spec, optimizer_cfg)
+    return family(model_cfg.name).build(model_cfg, reg_cfg, spec, optimizer_cfg)
 
 
 def uses_gradients(model) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from dlx.errors import DlxError
 
 
 def flat(x):
@@ -29,21 +28,6 @@ def features_of(spec) -> int:
     for d in spec.input_shape:
         n *= d
     return n
-
-
-def require_task(family: str, spec, task: str) -> None:
-    if spec.task != task:
-        kind = "a classifier" if task == "classification" else "a regression model"
-        target = "class labels" if spec.task == "classification" else "a real-valued target"
-        raise DlxError(f"model={family} is {kind} but dataset={spec.name} has {target}")
-
-
-def check_penalties(family: str, reg, allowed: tuple[str, ...], own: str = "") -> None:
-    """A family that has no use for a configured penalty says so instead of ignoring it."""
-    for key in ("l1", "l2", "dropout"):
-        if getattr(reg, key) and key not in allowed:
-            hint = f"; it regularises through {own}" if own else (f"; it supports {', '.join(allowed)}" if allowed else "")
-            raise DlxError(f"regularization.{key}: model={family} has no {key} penalty{hint}")
 
 
 class Classic(keras.Model):

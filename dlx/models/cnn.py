@@ -25,8 +25,6 @@ def _check_fits(cfg, spec) -> None:
 
 
 def build(cfg, reg, spec, optimizer=None) -> keras.Model:
-    if spec.kind != "image":
-        raise DlxError(f"model=cnn needs images, but dataset={spec.name} is {spec.kind} data (try model=mlp)")
     _check_fits(cfg, spec)
     act = activation(cfg.activation)
     x_in = inputs(spec)

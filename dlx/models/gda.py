@@ -18,10 +18,7 @@ import math
 import keras
 import tensorflow as tf
 
-from dlx.errors import DlxError
-from dlx.models.classic import OnePass, check_penalties, features_of, flat
-
-TASK = "classification"
+from dlx.models.classic import OnePass, features_of, flat
 
 
 @keras.saving.register_keras_serializable("dlx")
@@ -108,9 +105,6 @@ class GDA(OnePass):
 
 
 def build(cfg, reg, spec, optimizer=None) -> keras.Model:
-    check_penalties("gda", reg, (), own="model.reg_covar")
-    if cfg.reg_covar < 0:
-        raise DlxError(f"model.reg_covar: expected >= 0, got {cfg.reg_covar}")
     model = GDA(features_of(spec), spec.num_classes, str(cfg.covariance) == "per_class", cfg.reg_covar, name="gda")
     model.build((None, *spec.input_shape))
     return model

@@ -6,8 +6,8 @@ split (IRLS for the binary case): the gradient g and the exact Hessian H of the 
 plus l2 ||W||^2, and theta -= lr (H + damping I)^-1 g. The system is solved by conjugate
 gradients on Hessian-vector products (H v = X^T (S (X v)) / n + 2 l2 v), so H (size
 (D+1)^2 classes^2) is never formed; CG stops at the usual truncated-Newton tolerance
-min(0.5, sqrt|g|) |g|, which keeps Newton's fast local convergence. Training stops when the
-step's largest component is below `optimizer.tol`.
+min(0.1, sqrt|g|) |g| (the forcing term of an inexact Newton method: superlinear local convergence). Training stops when the
+gradient's largest component is below `optimizer.tol`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ import logging
 import keras
 import tensorflow as tf
 
-from dlx.errors import DlxError
-from dlx.models.classic import Classic, check_penalties, features_of, flat
+from dlx.models.classic import Classic, features_of, flat
 
-TASK = "classification"
-NEWTON = True
 log = logging.getLogger(__name__)
 
 
@@ -79,18 +76,28 @@ class LogisticRegression(Classic):
                 return pa - p * tf.reduce_sum(pa, axis=1, keepdims=True)
 
         l2, damping = self.l2, self.newton["damping"]
+        if self.outputs_n == 1:
+            center = tf.identity
+        else:
+            # adding one vector to every class column changes no probability: Newton works in the
+            # subspace of class-centred parameters (where the l2 optimum lies), in which H is definite
+            def center(v):
+                return v - tf.reduce_mean(v, axis=1, keepdims=True)
 
         def hess_vec(v):
-            return tf.matmul(xa, curvature(tf.matmul(xa, v)), transpose_a=True) / n + 2.0 * l2 * mask * v + damping * v
+            v = center(v)
+            hv = tf.matmul(xa, curvature(tf.matmul(xa, v)), transpose_a=True) / n + 2.0 * l2 * mask * v + damping * v
+            return center(hv)
 
-        grad = tf.matmul(xa, residual, transpose_a=True) / n + 2.0 * l2 * mask * theta
+        grad = center(tf.matmul(xa, residual, transpose_a=True) / n + 2.0 * l2 * mask * theta)
         step, cg_iters = _conjugate_gradients(hess_vec, grad, self.newton["max_cg"])
         step = self.newton["lr"] * step
         new = theta - step
         self.kernel.assign(new[:-1])
         self.bias.assign(new[-1])
         loss = nll + l2 * tf.reduce_sum(tf.square(self.kernel))
-        return {"loss": loss, "step": tf.reduce_max(tf.abs(step)), "cg_iterations": tf.cast(cg_iters, tf.float32)}
+        return {"loss": loss, "grad": tf.reduce_max(tf.abs(grad)), "step": tf.reduce_max(tf.abs(step)),
+                "cg_iterations": tf.cast(cg_iters, tf.float32)}
 
     def fit_callbacks(self) -> list:
         return [NewtonConverged(self.newton["tol"])] if self.newton is not None else []
@@ -107,7 +114,7 @@ def _conjugate_gradients(matvec, b, max_iter: int):
         return tf.reduce_sum(u * v)
 
     b_norm = tf.sqrt(dot(b, b))
-    target = tf.minimum(0.5, tf.sqrt(b_norm)) * b_norm
+    target = tf.minimum(0.1, tf.sqrt(b_norm)) * b_norm
     x0 = tf.zeros_like(b)
 
     def cond(i, x, r, p, rs):
@@ -129,7 +136,8 @@ def _conjugate_gradients(matvec, b, max_iter: int):
 
 
 class NewtonConverged(keras.callbacks.Callback):
-    """Stop once a Newton step moved no parameter by more than `tol`."""
+    """Stop at the first step that started from a point whose largest gradient component is below
+    `tol` (first-order optimality; a parameter-change test stalls at float32's resolution)."""
 
     def __init__(self, tol: float):
         super().__init__()
@@ -138,18 +146,14 @@ class NewtonConverged(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.iterations = epoch + 1
-        if (logs or {}).get("step", float("inf")) < self.tol:
-            log.info("newton: converged after %d iterations (largest step %.2e < tol %.0e)", epoch + 1, logs["step"], self.tol)
+        if (logs or {}).get("grad", float("inf")) < self.tol:
+            log.info("newton: converged after %d iterations (largest gradient component %.1e < tol %.0e)", epoch + 1, logs["grad"], self.tol)
             self.model.stop_training = True
 
 
 def build(cfg, reg, spec, optimizer=None) -> keras.Model:
-    check_penalties("logistic_regression", reg, ("l1", "l2"))
     newton = None
     if optimizer is not None and str(optimizer.name) == "newton":
-        check_penalties("logistic_regression with optimizer=newton", reg, ("l2",))
-        if optimizer.max_cg < 1 or optimizer.tol <= 0:
-            raise DlxError("optimizer: newton needs max_cg >= 1 and tol > 0")
         newton = {"lr": float(optimizer.lr), "tol": float(optimizer.tol), "damping": float(optimizer.damping), "max_cg": int(optimizer.max_cg)}
     model = LogisticRegression(features_of(spec), spec.num_classes, reg.l1, reg.l2, cfg.zero_init, newton, name="logistic_regression")
     model.build((None, *spec.input_shape))

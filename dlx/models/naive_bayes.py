@@ -12,13 +12,9 @@ frequencies. Works on word counts (text datasets) and on images (pixels as count
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from dlx.errors import DlxError
-from dlx.models.classic import OnePass, check_penalties, features_of, flat
-
-TASK = "classification"
+from dlx.models.classic import OnePass, features_of, flat
 
 
 @keras.saving.register_keras_serializable("dlx")
@@ -62,20 +58,12 @@ class NaiveBayes(OnePass):
     def call(self, x):
         return tf.nn.softmax(tf.matmul(self.events(x), self.kernel) + self.bias)
 
-    def check_data(self, data) -> None:
-        if self.event == "multinomial" and float(np.min(data.train.x)) < 0:
-            raise DlxError(f"model.event=multinomial needs non-negative feature counts, but dataset={data.spec.name} "
-                           f"(scaling={data.spec.scaling}) has negative values; use dataset.scaling=none or unit, or event=bernoulli")
-
     def get_config(self):
         return {**super().get_config(), "n_inputs": self.n_inputs, "n_classes": self.n_classes, "event": self.event,
                 "alpha": self.alpha, "binarize": self.binarize}
 
 
 def build(cfg, reg, spec, optimizer=None) -> keras.Model:
-    check_penalties("naive_bayes", reg, (), own="model.alpha")
-    if cfg.alpha <= 0:
-        raise DlxError(f"model.alpha: expected a positive smoothing count, got {cfg.alpha}")
     model = NaiveBayes(features_of(spec), spec.num_classes, str(cfg.event), cfg.alpha, cfg.binarize, name="naive_bayes")
     model.build((None, *spec.input_shape))
     return model

@@ -27,9 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from dlx.errors import DlxError
-from dlx.models.classic import check_penalties, features_of, flat
+from dlx.models.classic import features_of, flat
 
-TASK = "classification"
 TAU = 1e-12  # LIBSVM's floor for a non-positive curvature
 log = logging.getLogger(__name__)
 
@@ -275,20 +274,6 @@ class SVM(keras.Model):
 
 
 def build(cfg, reg, spec, optimizer=None) -> keras.Model:
-    check_penalties("svm", reg, (), own="model.C")
-    if cfg.C <= 0:
-        raise DlxError(f"model.C: the SVM's penalty must be positive, got {cfg.C}")
-    if cfg.tol <= 0 or cfg.cache_mb <= 0:
-        raise DlxError("model.tol and model.cache_mb: expected positive values")
-    gamma = str(cfg.gamma)
-    if gamma not in ("scale", "auto"):
-        try:
-            if float(gamma) <= 0:
-                raise ValueError
-        except ValueError:
-            raise DlxError(f"model.gamma: expected scale, auto or a positive number, got '{gamma}'") from None
-    if str(cfg.kernel) == "poly" and cfg.degree < 1:
-        raise DlxError(f"model.degree: expected 1 or more, got {cfg.degree}")
     # built by `solve`, once the number of support vectors is known
-    return SVM(features_of(spec), spec.num_classes, str(cfg.kernel), float(cfg.C), gamma, int(cfg.degree), float(cfg.coef0),
+    return SVM(features_of(spec), spec.num_classes, str(cfg.kernel), float(cfg.C), str(cfg.gamma), int(cfg.degree), float(cfg.coef0),
                float(cfg.tol), float(cfg.cache_mb), cfg.max_iter, name="svm")
