@@ -210,6 +210,8 @@ class LogisticRegressionConfig(Family):
             check_penalties("logistic_regression with optimizer=newton", reg, ("l2",))
             positive("optimizer.tol", optimizer.tol)
             positive("optimizer.max_cg", optimizer.max_cg, "1 or more")
+            if not 0 < optimizer.hessian_fraction <= 1:
+                raise DlxError(f"optimizer.hessian_fraction: expected a fraction in (0, 1], got {optimizer.hessian_fraction}")
         else:
             check_penalties("logistic_regression", reg, ("l1", "l2"))
 
@@ -299,6 +301,7 @@ class OptimizerConfig:
     tol: float = 1e-5
     damping: float = 0.0
     max_cg: int = 200
+    hessian_fraction: float = 1.0  # < 1: curvature from that fraction of the examples (subsampled Newton)
 
 
 # --------------------------------------------------------------------------- regularization

@@ -60,20 +60,22 @@ def _objective(probs, y, kernel, l2):
     return -np.log(picked).mean() + l2 * float((kernel**2).sum())
 
 
-@pytest.mark.parametrize("dataset, l2", [("breast_cancer", 1e-3), ("digits", 1e-3)])
-def test_newton_reaches_sklearn_log_loss_in_few_iterations(tmp_path, dataset, l2):
+@pytest.mark.parametrize("dataset, l2, hessian_fraction", [("breast_cancer", 1e-3, 1.0), ("digits", 1e-3, 1.0), ("digits", 1e-3, 0.5)])
+def test_newton_reaches_sklearn_log_loss_in_few_iterations(tmp_path, dataset, l2, hessian_fraction):
+    """Exact Newton (and subsampled-Hessian Newton: the gradient stays exact) reach the optimum."""
     from sklearn.linear_model import LogisticRegression
 
     metrics, model, data = fit(tmp_path, "model=logistic_regression", "optimizer=newton", f"dataset={dataset}",
                                "regularization=l2", f"regularization.l2={l2}", "trainer.epochs=50",
-                               "trainer.early_stopping.monitor=loss")
+                               f"optimizer.hessian_fraction={hessian_fraction}", "trainer.early_stopping.monitor=loss")
     x, y = data.train.x.reshape(len(data.train), -1), data.train.y
     # scikit-learn minimises C * sum(log-loss) + ||W||^2 / 2, i.e. mean log-loss + ||W||^2 / (2 C n)
     ref = LogisticRegression(C=1.0 / (2 * l2 * len(y)), tol=1e-10, max_iter=10_000).fit(x, y)
     ours = _objective(model.predict(data.train.x, verbose=0), y, model.kernel.numpy(), l2)
     theirs = _objective(ref.predict_proba(x), y, ref.coef_, l2)
     assert ours == pytest.approx(theirs, abs=1e-4)
-    assert metrics["epochs_run"] <= 10  # Newton iterations
+    # Newton iterations: exact curvature converges in <= 10; a subsampled Hessian takes more, cheaper steps
+    assert metrics["epochs_run"] <= (10 if hessian_fraction == 1.0 else 30)
 
 
 def test_newton_beats_the_same_number_of_gradient_steps(tmp_path):

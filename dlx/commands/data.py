@@ -13,7 +13,7 @@ def _status(name: str) -> str:
     from dlx.data.datasets import DEBIAN_FASHION_DIR, REMOTES, dataset_dir
 
     if name not in REMOTES:
-        return "bundled"
+        return "no download needed"
     target = dataset_dir(name)
     have = [r.filename for r in REMOTES[name] if (target / r.filename).is_file()]
     status = f"cached in {target}" if len(have) == len(REMOTES[name]) else "not downloaded"

@@ -86,7 +86,8 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     models.compile(
         model, data.spec,
         optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
-        steps_per_execution=c.trainer.steps_per_execution,
+        # a few large steps gain nothing from running several per call, and pay for tracing them
+        steps_per_execution=c.trainer.steps_per_execution if gradients else 1,
         jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
     )
     data.spec.save(run_dir / "data_spec.json")
@@ -100,6 +101,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
             "best_epoch": result.best_epoch,
             f"best_{cfg['trainer']['early_stopping']['monitor']}": result.best_value,
             "train_seconds": round(result.seconds, 3),
+            "validation_seconds": round(result.validation_seconds, 3),
             "params": int(model.count_params()),
         }
         metrics |= getattr(model, "summary_metrics", {})

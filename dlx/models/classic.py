@@ -6,8 +6,9 @@ with a class attribute the loop reads:
 
 - `passes = 1`: fitting is one pass of sufficient statistics in `train_step` (GDA, naive Bayes,
   the normal equation). The parameters are solved from the statistics lazily, once, before the
-  next evaluation or prediction (`refresh`), not after every batch.
+  next `evaluate` or `predict` (`refresh`), not after every batch.
 - `full_batch = True`: every step sees the whole training split (Newton's method).
+- `stats_batch_size`: rows per statistics step, whatever trainer.batch_size says.
 - `solve(x, y)`: a solver that is not a sequence of batch steps at all (SMO).
 """
 
@@ -47,6 +48,8 @@ class OnePass(Classic):
     """Fitting = accumulating statistics; `finalize()` turns them into the parameters."""
 
     passes = 1
+    # rows summed per step: any size gives the same statistics; large chunks cut per-step overhead
+    stats_batch_size = 8192
 
     def build(self, input_shape):
         self._statistics = []
@@ -74,18 +77,18 @@ class OnePass(Classic):
         self.stale.assign(1.0)
         return {"examples": n}
 
-    def refresh(self):
-        def solve():
+    def refresh(self) -> None:
+        """Solve the parameters from the statistics if they changed (eagerly: tracing the solve
+        into every test/predict function cost more than running it once)."""
+        if float(self.stale.numpy()) > 0:
             self.finalize()
             self.stale.assign(0.0)
-            return tf.constant(True)
 
-        tf.cond(self.stale > 0, solve, lambda: tf.constant(False))
-
-    def test_step(self, data):
+    # fit's validation goes through `evaluate`, so the parameters are fresh for every evaluation
+    def evaluate(self, *args, **kwargs):
         self.refresh()
-        return super().test_step(data)
+        return super().evaluate(*args, **kwargs)
 
-    def predict_step(self, data):
+    def predict(self, *args, **kwargs):
         self.refresh()
-        return super().predict_step(data)
+        return super().predict(*args, **kwargs)

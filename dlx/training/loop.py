@@ -25,19 +25,28 @@ log = logging.getLogger(__name__)
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One `train.log` line per epoch: every metric Keras reports, and the epoch's wall time."""
+    """One `train.log` line per epoch: every metric Keras reports, and the epoch's wall time
+    (and how much of it the end-of-epoch validation took)."""
 
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
+        self.validation_seconds: list[float] = []
+        self._val_t0: float | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
+        self._t0, self._val_t0 = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        self._val_t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._t0)
+        now = time.perf_counter()
+        self.seconds.append(now - self._t0)
+        self.validation_seconds.append(now - self._val_t0 if self._val_t0 is not None else 0.0)
         parts = [f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))]
-        log.info("epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], " ".join(parts), self.seconds[-1])
+        log.info("epoch %d/%d %s (%.1fs, validation %.1fs)", epoch + 1, self.params["epochs"], " ".join(parts),
+                 self.seconds[-1], self.validation_seconds[-1])
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -234,6 +243,7 @@ class FitResult:
     best_value: float
     seconds: float
     epoch_seconds: list[float] = field(default_factory=list)
+    validation_seconds: float = 0.0  # the part of `seconds` spent in end-of-epoch validation
     checkpoints: dict[str, Path] = field(default_factory=dict)
 
 
@@ -263,13 +273,20 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     cbs += callbacks or []
 
     verbose = 1 if trainer["progress"] and sys.stdout.isatty() else 0
-    batch_size = len(data.train) if getattr(model, "full_batch", False) else trainer["batch_size"]
+    one_pass = getattr(model, "passes", None) == 1
+    if getattr(model, "full_batch", False):
+        batch_size = len(data.train)
+    else:
+        batch_size = getattr(model, "stats_batch_size", None) if one_pass else None
+        batch_size = batch_size or trainer["batch_size"]
+    # the order of examples matters only to mini-batch gradient steps
+    shuffle = trainer["shuffle"] and batch_size < len(data.train) and not one_pass
     t0 = time.perf_counter()
     if hasattr(model, "solve"):
         hist = _solve(model, data, batch_size, cbs)
     else:
         history = model.fit(
-            data.train.x, data.train.y, batch_size=batch_size, shuffle=trainer["shuffle"],
+            data.train.x, data.train.y, batch_size=batch_size, shuffle=shuffle,
             validation_data=(data.val.x, data.val.y), epochs=getattr(model, "passes", None) or trainer["epochs"],
             callbacks=cbs, verbose=verbose,
         )
@@ -286,6 +303,7 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     checkpoints.restore("best")  # the best epoch, whether or not early stopping ended the run
     return FitResult(
         hist, len(hist[monitor]), checkpoints.best_epoch + 1, checkpoints.best_value, seconds, epoch_log.seconds,
+        sum(epoch_log.validation_seconds),
         {"best": best, "last": last},
     )
 
@@ -296,7 +314,7 @@ def _solve(model: keras.Model, data, batch_size: int, callbacks: list) -> dict[s
     cbl.on_train_begin()
     cbl.on_epoch_begin(0)
     logs = dict(model.solve(data.train.x, data.train.y))
-    val = model.evaluate(data.val.x, data.val.y, batch_size=batch_size, return_dict=True, verbose=0)
+    val = model.evaluate(data.val.x, data.val.y, batch_size=batch_size, return_dict=True, verbose=0, callbacks=cbl)
     logs |= {f"val_{k}": float(v) for k, v in val.items()}
     cbl.on_epoch_end(0, logs)
     cbl.on_train_end(logs)
