@@ -320,3 +320,25 @@ def test_npz_loader_refuses_pickled_code(tmp_path):
     with pytest.raises(DataError, match="refusing to load builtins.print"):
         load_npz(tmp_path / "evil.npz")
     assert pickle  # the file really is a pickle stream: np.load(allow_pickle=True) would run it
+
+
+@pytest.mark.parametrize("family", ["gda", "svm"])
+def test_classic_runs_are_tracked_like_any_other(tmp_path, monkeypatch, family):
+    """The statistics pass and the SMO solver go through the same callbacks: TensorBoard scalars,
+    an MLflow run with the family's own numbers, checkpoints."""
+    import mlflow
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    metrics, _ = train(tiny_cfg(f"model={family}", "dataset=breast_cancer", logger="both"), tmp_path / "run")
+    val = EventAccumulator(str(tmp_path / "run" / "tb" / "validation"), size_guidance={"tensors": 0}).Reload()
+    assert {"epoch_loss", "epoch_accuracy"} <= set(val.Tags()["tensors"])
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    if family == "svm":
+        assert run.data.metrics["support_vectors"] == metrics["support_vectors"] > 0
+    assert (tmp_path / "run" / "checkpoints" / "best.keras").is_file()

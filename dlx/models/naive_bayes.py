@@ -31,14 +31,15 @@ class NaiveBayes(OnePass):
         self.kernel = self.add_weight(shape=(d, k), initializer="zeros", trainable=False, name="kernel")
         self.bias = self.add_weight(shape=(k,), initializer="zeros", trainable=False, name="bias")
 
-    def events(self, x, dtype=tf.float32):
-        x = tf.cast(flat(x), dtype)
-        return tf.cast(x > self.binarize, dtype) if self.event == "bernoulli" else x
+    def events(self, x):
+        x = flat(x)
+        return tf.cast(x > self.binarize, tf.float32) if self.event == "bernoulli" else x
 
     def accumulate(self, x, y):
-        onehot = tf.one_hot(tf.reshape(tf.cast(y, tf.int32), (-1,)), self.n_classes, dtype=tf.float64)
-        self.class_count.assign_add(tf.reduce_sum(onehot, axis=0))
-        self.feature_count.assign_add(tf.matmul(onehot, self.events(x, tf.float64), transpose_a=True))
+        onehot = tf.one_hot(tf.reshape(tf.cast(y, tf.int32), (-1,)), self.n_classes)
+        self.class_count.assign_add(tf.cast(tf.reduce_sum(onehot, axis=0), tf.float64))
+        # float32 sums within a batch (exact for whole counts below 2^24), float64 across batches
+        self.feature_count.assign_add(tf.cast(tf.matmul(onehot, self.events(x), transpose_a=True), tf.float64))
         return tf.reduce_sum(self.class_count)
 
     def finalize(self):
