@@ -76,10 +76,20 @@ def run_row(family: str, dataset: list[str], overrides: list[str], repeat: int, 
         est.fit(x, y.ravel() if data.spec.task == "regression" else y)
         best_sk = min(best_sk, time.perf_counter() - t0)
         score = est.score(test_x, data.test.y.ravel() if data.spec.task == "regression" else data.test.y)
+    warm = None
+    model = objects["model"]
+    if getattr(model, "passes", None) == 1:  # the statistics pass again, its tf.function already traced
+        warm = float("inf")
+        for _ in range(repeat):
+            model.reset_statistics()
+            t0 = time.perf_counter()
+            model.fit(data.train.x, data.train.y, batch_size=model.stats_batch_size, shuffle=False, verbose=0)
+            model.refresh()
+            warm = min(warm, time.perf_counter() - t0)
     key = "test_r2" if data.spec.task == "regression" else "test_accuracy"
     shown = [o.split(".", 1)[-1] for o in overrides if o.startswith(("model.", "optimizer.")) or o == "optimizer=newton"]
     return {"family": " ".join([family, *shown]),
-            "dataset": data.spec.name, "shape": f"{n:,} x {x.shape[1]}", "dlx_s": best_dlx, "loop_s": best_loop, "sk_name": name, "sk_s": best_sk,
+            "dataset": data.spec.name, "shape": f"{n:,} x {x.shape[1]}", "dlx_s": best_dlx, "loop_s": best_loop, "warm_s": warm, "sk_name": name, "sk_s": best_sk,
             "dlx_score": metrics[key], "sk_score": score, "metric": "R^2" if key == "test_r2" else "accuracy",
             "epochs": metrics["epochs_run"]}
 
@@ -148,10 +158,12 @@ def write(rows: list[dict], repeat: int) -> None:
         f" Keras {keras.__version__}, scikit-learn {sklearn.__version__}. Best of {repeat} fits each, same data and split,"
         " measured one after the other in one process. dlx fit = the training loop's wall time minus its end-of-epoch"
         " validation (statistics pass or solver, parameter solve, tf.function tracing, callbacks); dlx loop = with"
-        " validation; scikit-learn = `fit`. Score = test accuracy (R^2 for regression).",
+        " validation; dlx warm pass = the statistics pass and parameter solve of a one-pass family run again on the"
+        " same model, its tf.function already traced (scikit-learn's best of 3 likewise excludes its first-call"
+        " warm-up); scikit-learn = `fit`. Score = test accuracy (R^2 for regression). The target is judged on dlx fit.",
         "",
-        "| family | dataset | train rows x features | dlx fit (s) | dlx loop (s) | scikit-learn | sk fit (s) | dlx / sk fit time | dlx score | sk score | diff (points) | target | met |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
+        "| family | dataset | train rows x features | dlx fit (s) | dlx loop (s) | dlx warm pass (s) | scikit-learn | sk fit (s) | dlx / sk fit time | dlx score | sk score | diff (points) | target | met |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         ratio = r["dlx_s"] / r["sk_s"] if r["sk_s"] > 0 else float("inf")
@@ -162,7 +174,8 @@ def write(rows: list[dict], repeat: int) -> None:
             limit = 1.0 if r["target"] == "faster" else r["target"]
             target = f"score within 0.5; time <= {limit:g}x sk"
             met = "yes" if abs(diff) <= 0.5 and ratio <= limit else "**no**"
-        lines.append(f"| {r['family']} | {r['dataset']} | {r['shape']} | {r['dlx_s']:.2f} | {r['loop_s']:.2f} | {r['sk_name']} | {r['sk_s']:.3f} |"
+        warm = f"{r['warm_s']:.3f}" if r["warm_s"] is not None else ""
+        lines.append(f"| {r['family']} | {r['dataset']} | {r['shape']} | {r['dlx_s']:.2f} | {r['loop_s']:.2f} | {warm} | {r['sk_name']} | {r['sk_s']:.3f} |"
                      f" {ratio:.2f}x | {r['dlx_score']:.4f} | {r['sk_score']:.4f} | {diff:+.2f} | {target} | {met} |")
     lines += ["", "dlx's logistic regression rows are Newton's method (multinomial on Fashion-MNIST) with l2 = 1/(2n), the"
               " same objective as scikit-learn's default C = 1, stopped by validation loss (patience 3); 'epochs' = Newton"

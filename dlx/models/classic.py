@@ -14,9 +14,10 @@ with a class attribute the loop reads:
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
-
 
 
 def flat(x):
@@ -25,10 +26,7 @@ def flat(x):
 
 
 def features_of(spec) -> int:
-    n = 1
-    for d in spec.input_shape:
-        n *= d
-    return n
+    return math.prod(spec.input_shape)
 
 
 class Classic(keras.Model):
@@ -64,6 +62,11 @@ class OnePass(Classic):
 
     def count_params(self) -> int:
         return super().count_params() - sum(int(v.numpy().size) for v in self._statistics)
+
+    def reset_statistics(self) -> None:
+        """Forget the data seen so far (a later fit starts from nothing)."""
+        for var in self._statistics:
+            var.assign(tf.zeros_like(var))
 
     def accumulate(self, x, y):
         raise NotImplementedError
