@@ -34,8 +34,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.action == "list":
+        width = max(map(len, DESCRIPTIONS))
         for name, desc in DESCRIPTIONS.items():
-            print(f"{name:<14} {desc}\n{'':<14} {_status(name)}")
+            print(f"{name:<{width}}  {desc}\n{'':<{width}}  {_status(name)}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
