@@ -78,7 +78,7 @@ def chart(rows: list[dict], path: Path, data_note: str) -> None:
         bars = ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label)
         ax.bar_label(bars, labels=[f"{v:.3f}" if v else "" for v in values], fontsize=7, padding=2)
     low = min(min(r[k] for k in ("book", "dlx", "tuned") if r[k] is not None) for r in rows)
-    ax.set(xticks=x, ylabel="test accuracy", ylim=(max(0.0, low - 0.05), 1.0), title=f"dlx vs the book (MNIST presets on {data_note.split(' ')[0]})")
+    ax.set(xticks=x, ylabel="test accuracy", ylim=(max(0.0, low - 0.05), 1.03), title=f"dlx vs the book (MNIST presets on {data_note.split(' ')[0]})")
     ax.set_xticklabels(names)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
