@@ -13,11 +13,20 @@ PRESETS = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
 def test_there_are_book_presets_with_tuned_variants():
     books = [p for p in PRESETS if p.startswith("book_")]
     assert {"book_softmax_mnist", "book_mlp_sigmoid_mnist", "book_mlp_relu_mnist", "book_cnn_mnist"} <= set(books)
-    assert {"book_gda_cancer", "book_svm_digits"} <= set(books)
+    assert {"book_gda_cancer", "book_svm_digits", "book_linear_regression_line", "book_logistic_regression_cancer",
+            "book_naive_bayes_digits"} <= set(books)
     for name in books:
         tags = plain(compose([f"experiment={name}"]))["tags"]
         assert tags["book_test_accuracy"] is None or 0 < tags["book_test_accuracy"] < 1
         assert tags["tuned_variant"] in PRESETS
+
+
+def test_every_model_family_has_a_book_preset():
+    from dlx.config import conf_dir
+
+    families = {p.stem for p in (conf_dir() / "model").glob("*.yaml")}
+    covered = {plain(compose([f"experiment={name}"]))["model"]["name"] for name in PRESETS if name.startswith("book_")}
+    assert families <= covered, f"families without a book preset (a row in RESULTS.md): {sorted(families - covered)}"
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -27,8 +36,9 @@ def test_every_preset_composes(name):
         assert cfg["dataset"]["name"] == "mnist"
         # the dataset can be swapped on the command line (the report runs them on Fashion-MNIST offline)
         assert plain(compose([f"experiment={name}", "dataset=fashion_mnist"]))["dataset"]["name"] == "fashion_mnist"
-    else:  # presets on their own data: the GDA and SVM examples
-        assert cfg["dataset"]["name"] in ("cancer_synthetic", "digits") and cfg["model"]["name"] in ("gda", "svm")
+    else:  # presets of the classic families, on their own data
+        assert cfg["dataset"]["name"] in ("cancer_synthetic", "digits", "synthetic_line", "breast_cancer")
+        assert cfg["model"]["name"] in ("gda", "svm", "linear_regression", "logistic_regression", "naive_bayes")
 
 
 def test_book_softmax_preset_is_the_books_setting():

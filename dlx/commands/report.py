@@ -58,8 +58,16 @@ def run_preset(name: str, data: list[str], extra: list[str], run_dir: Path) -> d
     if proc.returncode != 0:
         raise DlxError(f"experiment={name} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(f"  {name:<24} test accuracy {metrics['test_accuracy']:.4f}  ({metrics['epochs_run']} epochs, {wall:.0f} s)", flush=True)
+    metric, value = score(metrics)
+    print(f"  {name:<32} {metric} {value:.4f}  ({metrics['epochs_run']} epochs, {wall:.0f} s)", flush=True)
     return metrics | {"wall_seconds": wall, "command": " ".join(command)}
+
+
+def score(metrics: dict) -> tuple[str, float]:
+    """The number a row shows: test accuracy, or test R^2 for a regression preset."""
+    if "test_accuracy" in metrics:
+        return "test accuracy", metrics["test_accuracy"]
+    return "test R^2", metrics["test_r2"]
 
 
 def chart(rows: list[dict], path: Path, data_note: str) -> None:
@@ -69,7 +77,7 @@ def chart(rows: list[dict], path: Path, data_note: str) -> None:
 
     plt = pyplot()
 
-    names = [r["preset"].removeprefix("book_").replace("_mnist", "") for r in rows]
+    names = [r["preset"].removeprefix("book_").replace("_mnist", "").replace("_regression", "").replace("_", "\n", 1) for r in rows]
     series = [("book (MNIST)", "book"), ("dlx, book settings", "dlx"), ("dlx tuned", "tuned")]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(rows), 4))
@@ -78,7 +86,7 @@ def chart(rows: list[dict], path: Path, data_note: str) -> None:
         bars = ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label)
         ax.bar_label(bars, labels=[f"{v:.3f}" if v else "" for v in values], fontsize=7, padding=2)
     low = min(min(r[k] for k in ("book", "dlx", "tuned") if r[k] is not None) for r in rows)
-    ax.set(xticks=x, ylabel="test accuracy", ylim=(max(0.0, low - 0.05), 1.03), title=f"dlx vs the book (MNIST presets on {data_note.split(' ')[0]})")
+    ax.set(xticks=x, ylabel="test accuracy (R^2: regression)", ylim=(max(0.0, low - 0.05), 1.03), title=f"dlx vs the book (MNIST presets on {data_note.split(' ')[0]})")
     ax.set_xticklabels(names)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
@@ -112,7 +120,7 @@ def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path
         rows.append({"preset": name, "tuned_name": tuned, "book": tags.get("book_test_accuracy"),
                      "book_note": tags.get("book_reference", "MNIST" if swap else ""),
                      "data": data_note.split(" ")[0] if swap else own_dataset(presets[name]),
-                     "dlx": results[name]["test_accuracy"], "tuned": results[tuned]["test_accuracy"]})
+                     "metric": score(results[name])[0], "dlx": score(results[name])[1], "tuned": score(results[tuned])[1]})
 
     out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -130,8 +138,9 @@ def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path
     for r in rows:
         b, t = results[r["preset"]], results[r["tuned_name"]]
         book = f"{r['book']:.4f} ({r['book_note']})" if r["book"] is not None else "none reported"
+        data = r["data"] + ("" if r["metric"] == "test accuracy" else f" ({r['metric']})")
         lines.append(
-            f"| `{r['preset']}` / `{r['tuned_name']}` | {r['data']} | {book} | {r['dlx']:.4f} | {r['tuned']:.4f} | "
+            f"| `{r['preset']}` / `{r['tuned_name']}` | {data} | {book} | {r['dlx']:.4f} | {r['tuned']:.4f} | "
             f"{b['epochs_run']} / {t['epochs_run']} | {b['wall_seconds']:.0f} s / {t['wall_seconds']:.0f} s |"
         )
     lines += ["", "Commands that produced each number:", ""]
