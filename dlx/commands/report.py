@@ -77,10 +77,12 @@ def chart(rows: list[dict], path: Path, data_note: str) -> None:
 
     plt = pyplot()
 
-    names = [r["preset"].removeprefix("book_").replace("_mnist", "").replace("_regression", "").replace("_", "\n", 1) for r in rows]
+    import textwrap
+
+    names = [textwrap.fill(r["preset"].removeprefix("book_").replace("_mnist", "").replace("_", " "), 12) for r in rows]
     series = [("book (MNIST)", "book"), ("dlx, book settings", "dlx"), ("dlx tuned", "tuned")]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(rows), 4))
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(rows), 4.8))
     for i, (label, key) in enumerate(series):
         values = [r[key] if r[key] is not None else 0.0 for r in rows]  # no book number: no bar
         bars = ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label)
@@ -88,7 +90,7 @@ def chart(rows: list[dict], path: Path, data_note: str) -> None:
     low = min(min(r[k] for k in ("book", "dlx", "tuned") if r[k] is not None) for r in rows)
     ax.set(xticks=x, ylabel="test accuracy (R^2: regression)", ylim=(max(0.0, low - 0.05), 1.03), title=f"dlx vs the book (MNIST presets on {data_note.split(' ')[0]})")
     ax.set_xticklabels(names)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

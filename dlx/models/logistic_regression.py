@@ -86,7 +86,7 @@ class LogisticRegression(Classic):
             pa = ph * a  # the softmax Jacobian applied row by row: P*a - P*(P.a)
             return pa - ph * tf.reduce_sum(pa, axis=1, keepdims=True)
 
-        if self.outputs_n == 1:
+        if binary:
             center = tf.identity
         else:
             # adding one vector to every class column changes no probability: Newton works in the
