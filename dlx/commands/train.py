@@ -102,6 +102,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
             f"best_{cfg['trainer']['early_stopping']['monitor']}": result.best_value,
             "train_seconds": round(result.seconds, 3),
             "validation_seconds": round(result.validation_seconds, 3),
+            "checkpoint_seconds": round(result.checkpoint_seconds, 3),
             "params": int(model.count_params()),
         }
         metrics |= getattr(model, "summary_metrics", {})

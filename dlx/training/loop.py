@@ -97,6 +97,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.snapshots: dict[str, tuple] = {}
         self._dirty: set[str] = set()
         self._written = time.monotonic()
+        self.write_seconds = 0.0  # time spent writing checkpoint files
 
     def _optimizer_variables(self) -> list:
         return self.model.optimizer.variables if self.model.optimizer is not None else []
@@ -132,6 +133,7 @@ class Checkpoints(keras.callbacks.Callback):
         """Write the snapshots that changed since the last write; the model's state is kept."""
         if not self._dirty:
             return
+        t0 = time.perf_counter()
         current = self._snapshot()
         for name in sorted(self._dirty):
             self.restore(name)
@@ -139,6 +141,7 @@ class Checkpoints(keras.callbacks.Callback):
         self._apply(current)
         self._dirty.clear()
         self._written = time.monotonic()
+        self.write_seconds += time.perf_counter() - t0
 
     def on_train_end(self, logs=None):
         self.write()
@@ -244,6 +247,7 @@ class FitResult:
     seconds: float
     epoch_seconds: list[float] = field(default_factory=list)
     validation_seconds: float = 0.0  # the part of `seconds` spent in end-of-epoch validation
+    checkpoint_seconds: float = 0.0  # ... and in writing checkpoint files
     checkpoints: dict[str, Path] = field(default_factory=dict)
 
 
@@ -303,7 +307,7 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     checkpoints.restore("best")  # the best epoch, whether or not early stopping ended the run
     return FitResult(
         hist, len(hist[monitor]), checkpoints.best_epoch + 1, checkpoints.best_value, seconds, epoch_log.seconds,
-        sum(epoch_log.validation_seconds),
+        sum(epoch_log.validation_seconds), checkpoints.write_seconds,
         {"best": best, "last": last},
     )
 
