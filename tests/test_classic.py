@@ -342,3 +342,27 @@ def test_classic_runs_are_tracked_like_any_other(tmp_path, monkeypatch, family):
     if family == "svm":
         assert run.data.metrics["support_vectors"] == metrics["support_vectors"] > 0
     assert (tmp_path / "run" / "checkpoints" / "best.keras").is_file()
+
+
+def test_text_folder_with_official_train_test_split_and_chosen_classes(tmp_path):
+    """The aclImdb layout: DIR/train/<class>, DIR/test/<class>; dataset.classes skips train/unsup."""
+    from types import SimpleNamespace
+
+    from conftest import write_text_folder
+
+    from dlx.data import datasets
+    from dlx.errors import DataError
+
+    root = tmp_path / "acl"
+    write_text_folder(root / "train", n_per_class=30)
+    write_text_folder(root / "test", n_per_class=10, seed=1)
+    (root / "train" / "unsup").mkdir()
+    (root / "train" / "unsup" / "0.txt").write_text("no label here")
+    cfg = SimpleNamespace(name="text_folder", path=str(root), scaling="none", val_size=10, test_size=0, subset=None,
+                          vocab_size=25, classes=["finance", "sport"])
+    data = datasets.load(cfg)
+    assert data.spec.class_names == ["finance", "sport"]
+    assert (len(data.train) + len(data.val), len(data.test)) == (60, 20)
+    assert data.train.x.shape[1] == 25 and set(np.unique(data.val.y)) == {0, 1}  # shuffled before the val tail
+    with pytest.raises(DataError, match="no folder of .txt files named unsup"):
+        datasets.load(SimpleNamespace(**{**vars(cfg), "classes": ["finance", "unsup"], "path": str(root / "test")}))

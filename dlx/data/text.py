@@ -102,7 +102,7 @@ def _text_folder(cfg):
         raise DataError(f"dataset.path={cfg.path}: no such directory")
     if (root / "train").is_dir() and (root / "test").is_dir():
         train_docs, y_train, classes = _read_folder(root / "train", cfg.classes)
-        test_docs, y_test, test_classes = _read_folder(root / "test", classes)
+        test_docs, y_test, _ = _read_folder(root / "test", classes)
     else:
         from sklearn.model_selection import train_test_split
 
