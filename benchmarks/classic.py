@@ -28,7 +28,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def sklearn_model(family: str, overrides: list[str], n: int):
+def sklearn_model(family: str, overrides: list[str]):
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.naive_bayes import BernoulliNB, MultinomialNB
@@ -72,7 +72,7 @@ def run_row(family: str, dataset: list[str], overrides: list[str], repeat: int, 
     test_x = data.test.x.reshape(len(data.test), -1)
     best_sk, score = float("inf"), 0.0
     for _ in range(repeat):
-        est, name = sklearn_model(family, overrides, n)
+        est, name = sklearn_model(family, overrides)
         t0 = time.perf_counter()
         est.fit(x, y.ravel() if data.spec.task == "regression" else y)
         best_sk = min(best_sk, time.perf_counter() - t0)

@@ -38,13 +38,14 @@ def choose_dataset(requested: str) -> tuple[list[str], str]:
         return fashion, f"Fashion-MNIST from Debian's dataset-fashion-mnist, because MNIST could not be fetched ({reason})"
 
 
+def own_dataset(preset: dict) -> str:
+    """The dataset a preset picks in its defaults list."""
+    return next((d["override /dataset"] for d in preset.get("defaults", []) if isinstance(d, dict) and "override /dataset" in d), "?")
+
+
 def uses_mnist(preset: dict) -> bool:
     """Does the preset train on MNIST (and so may be swapped to Fashion-MNIST)?"""
-    return any(d == {"override /dataset": "mnist"} for d in preset.get("defaults", []))
-
-
-def own_dataset(preset: dict) -> str:
-    return next((d["override /dataset"] for d in preset.get("defaults", []) if isinstance(d, dict) and "override /dataset" in d), "?")
+    return own_dataset(preset) == "mnist"
 
 
 def run_preset(name: str, data: list[str], extra: list[str], run_dir: Path) -> dict:

@@ -53,7 +53,10 @@ class KernelRows:
         self.full = kernel(x, x) if n * n * 8 <= cache_bytes else None
         self.rows: OrderedDict[int, np.ndarray] = OrderedDict()
         self.capacity = max(2, int(cache_bytes // (8 * n)))
-        self.diag = np.diag(self.full).copy() if self.full is not None else np.array([kernel(x[i : i + 1], x[i : i + 1])[0, 0] for i in range(n)])
+        if self.full is not None:
+            self.diag = np.diag(self.full).copy()
+        else:  # K(x_i, x_i) from small diagonal blocks, not n one-element kernel calls
+            self.diag = np.concatenate([np.diagonal(kernel(x[i : i + 256], x[i : i + 256])) for i in range(0, n, 256)])
 
     def row(self, i: int) -> np.ndarray:
         if self.full is not None:

@@ -277,21 +277,22 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     cbs += callbacks or []
 
     verbose = 1 if trainer["progress"] and sys.stdout.isatty() else 0
-    one_pass = getattr(model, "passes", None) == 1
+    passes = getattr(model, "passes", None)
     if getattr(model, "full_batch", False):
         batch_size = len(data.train)
+    elif passes == 1:
+        batch_size = model.stats_batch_size
     else:
-        batch_size = getattr(model, "stats_batch_size", None) if one_pass else None
-        batch_size = batch_size or trainer["batch_size"]
+        batch_size = trainer["batch_size"]
     # the order of examples matters only to mini-batch gradient steps
-    shuffle = trainer["shuffle"] and batch_size < len(data.train) and not one_pass
+    shuffle = trainer["shuffle"] and batch_size < len(data.train) and passes != 1
     t0 = time.perf_counter()
     if hasattr(model, "solve"):
         hist = _solve(model, data, batch_size, cbs)
     else:
         history = model.fit(
             data.train.x, data.train.y, batch_size=batch_size, shuffle=shuffle,
-            validation_data=(data.val.x, data.val.y), epochs=getattr(model, "passes", None) or trainer["epochs"],
+            validation_data=(data.val.x, data.val.y), epochs=passes or trainer["epochs"],
             callbacks=cbs, verbose=verbose,
         )
         hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
