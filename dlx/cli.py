@@ -15,6 +15,7 @@ HYDRA_COMMANDS = {
     "train": "train a model: dlx train model=cnn dataset=mnist optimizer.lr=0.01",
     "eval": "re-evaluate a run's best model: dlx eval run=outputs/DATE/TIME",
     "predict": "run a model on new inputs (images, CSV rows, .txt): dlx predict run=DIR inputs='imgs/*.png'",
+    "sample": "draw from a generative run (rbm, dbn: Gibbs chains; autoencoders): dlx sample run=DIR seed=1",
 }
 OTHER_COMMANDS = {
     "data": "list or download datasets: dlx data list | dlx data download mnist",

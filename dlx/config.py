@@ -79,6 +79,17 @@ class Padding(Enum):
     valid = "valid"
 
 
+class Noise(Enum):
+    none = "none"
+    mask = "mask"  # masking noise: each input set to 0 with probability `level`
+    gaussian = "gaussian"  # additive N(0, level^2)
+
+
+class ReconstructionLoss(Enum):
+    bce = "bce"  # binary cross-entropy: inputs in [0, 1], sigmoid outputs
+    mse = "mse"
+
+
 # --------------------------------------------------------------------------- dataset
 @dataclass
 class DatasetConfig:
@@ -119,9 +130,12 @@ def positive(key: str, value: float, what: str = "a positive value") -> None:
 
 
 class Family:
-    task: ClassVar[str] = "classification"  # or "regression": the dataset's target must match
+    # "classification" or "regression": the dataset's target must match; "unsupervised": any
+    # dataset, its labels unused
+    task: ClassVar[str] = "classification"
     newton: ClassVar[bool] = False  # optimizer=newton applies
     images_only: ClassVar[bool] = False
+    generates: ClassVar[bool] = False  # `dlx sample` draws from its runs
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:
@@ -132,7 +146,7 @@ def check_model(cfg, reg, optimizer, data) -> None:
     """Can `model=cfg.name` train on this data with this penalty and optimizer? Raises DlxError."""
     family: Any = SCHEMAS["model"].get(cfg.name, Family)
     spec = data.spec
-    if spec.task != family.task:
+    if family.task != "unsupervised" and spec.task != family.task:
         kind = "a classifier" if family.task == "classification" else "a regression model"
         target = "class labels" if spec.task == "classification" else "a real-valued target"
         raise DlxError(f"model={cfg.name} is {kind} but dataset={spec.name} has {target}")
@@ -279,6 +293,131 @@ class SVMConfig(Family):
                 raise DlxError(f"model.gamma: expected scale, auto or a positive number, got '{cfg.gamma}'")
 
 
+def check_unit_interval(family: str, data, why: str) -> None:
+    lo, hi = float(data.train.x.min()), float(data.train.x.max())
+    if lo < 0 or hi > 1:
+        raise DlxError(f"model={family} needs inputs in [0, 1] ({why}), but dataset={data.spec.name} "
+                       f"(scaling={data.spec.scaling}) ranges over [{lo:.3g}, {hi:.3g}]; use dataset.scaling=unit")
+
+
+@dataclass
+class AutoencoderConfig(Family):
+    """Encoder `hidden` sizes, the decoder mirrors them; `ae`, `dae` and `sparse_ae` are presets of it."""
+
+    task: ClassVar[str] = "unsupervised"
+    generates: ClassVar[bool] = True
+
+    name: str = "autoencoder"
+    hidden: List[int] = field(default_factory=lambda: [256])
+    activation: str = "sigmoid"
+    tied: bool = False  # decoder kernels are the encoder's, transposed
+    noise: Noise = Noise.none  # input corruption while training (denoising)
+    noise_level: float = 0.0  # mask: fraction of inputs zeroed; gaussian: standard deviation
+    # sparse: beta * sum_j KL(rho || mean activation of hidden unit j) on every sigmoid hidden layer
+    sparsity_target: float = 0.05
+    sparsity_weight: float = 0.0  # beta; 0 = off
+    loss: ReconstructionLoss = ReconstructionLoss.bce
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("autoencoder", reg, ("l1", "l2"))
+        if not cfg.hidden or min(cfg.hidden) < 1:
+            raise DlxError(f"model.hidden: expected one or more positive layer sizes, got {cfg.hidden}")
+        noise = str(cfg.noise)
+        if noise == "mask" and not 0 < cfg.noise_level < 1:
+            raise DlxError(f"model.noise_level: masking noise needs a fraction in (0, 1), got {cfg.noise_level}")
+        if noise == "gaussian":
+            positive("model.noise_level", cfg.noise_level, "a positive standard deviation")
+        if cfg.sparsity_weight:
+            if cfg.activation != "sigmoid":
+                raise DlxError(f"model.sparsity_weight: the KL sparsity penalty needs activation=sigmoid "
+                               f"(mean activations in (0, 1)), got activation={cfg.activation}")
+            if not 0 < cfg.sparsity_target < 1:
+                raise DlxError(f"model.sparsity_target: expected a fraction in (0, 1), got {cfg.sparsity_target}")
+        if str(cfg.loss) == "bce":
+            check_unit_interval("autoencoder", data, "loss=bce compares with pixel intensities")
+
+
+@dataclass
+class RBMConfig(Family):
+    """Bernoulli-Bernoulli restricted Boltzmann machine, CD-k or persistent CD (PCD-k)."""
+
+    task: ClassVar[str] = "unsupervised"
+    generates: ClassVar[bool] = True
+
+    name: str = "rbm"
+    hidden: int = 500
+    k: int = 1  # Gibbs steps per update
+    persistent: bool = True  # PCD: negative chains carry over between batches (trainer.batch_size chains)
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("rbm", reg, ("l2",))
+        positive("model.hidden", cfg.hidden, "a positive number of hidden units")
+        positive("model.k", cfg.k, "1 or more Gibbs steps")
+        check_unit_interval("rbm", data, "its visible units are Bernoulli probabilities")
+
+
+@dataclass
+class PretrainConfig:
+    """Greedy layer-wise pretraining of the hidden stack (dbn: RBMs, sdae: denoising autoencoders)."""
+
+    enabled: bool = True  # false: the same network from random initialisation
+    epochs: int = 15  # per layer
+    lr: float = 0.01  # plain SGD, as in the book
+    batch_size: Optional[int] = None  # null = trainer.batch_size
+    k: int = 1  # dbn: CD-k
+    corruption: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # sdae: masking noise per layer
+    # a run directory whose pretrained.npz to start from instead of pretraining again
+    from_run: Optional[str] = None
+
+
+def check_stack(family: str, cfg, reg, data) -> None:
+    check_penalties(family, reg, ("l1", "l2", "dropout"))
+    if not cfg.hidden or min(cfg.hidden) < 1:
+        raise DlxError(f"model.hidden: expected one or more positive layer sizes, got {cfg.hidden}")
+    pre = cfg.pretrain
+    if pre.enabled:
+        positive("model.pretrain.epochs", pre.epochs, "1 or more")
+        positive("model.pretrain.lr", pre.lr)
+        check_unit_interval(family, data, "the first pretrained layer models pixel intensities")
+
+
+@dataclass
+class DBNConfig(Family):
+    """Deep belief net: RBMs pretrained greedily, then the sigmoid stack + softmax fine-tuned."""
+
+    generates: ClassVar[bool] = True  # Gibbs sampling in the pretrained stack
+
+    name: str = "dbn"
+    hidden: List[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_stack("dbn", cfg, reg, data)
+        positive("model.pretrain.k", cfg.pretrain.k, "1 or more Gibbs steps")
+
+
+@dataclass
+class SDAEConfig(Family):
+    """Stacked denoising autoencoders pretrained greedily, then the sigmoid stack + softmax fine-tuned."""
+
+    name: str = "sdae"
+    hidden: List[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(lr=0.001))
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_stack("sdae", cfg, reg, data)
+        levels = cfg.pretrain.corruption
+        if len(levels) not in (1, len(cfg.hidden)):
+            raise DlxError(f"model.pretrain.corruption: {len(levels)} levels for {len(cfg.hidden)} hidden layers "
+                           f"(model.hidden={list(cfg.hidden)}); give one level, or one per layer")
+        if any(not 0 <= c < 1 for c in levels):
+            raise DlxError(f"model.pretrain.corruption: expected fractions in [0, 1), got {list(levels)}")
+
+
 # --------------------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConfig:
@@ -388,6 +527,21 @@ class EvalConfig:
 
 
 @dataclass
+class SampleConfig:
+    run: str = MISSING  # a training run directory of a family that generates (dlx sample --help)
+    seed: int = 0  # the same seed draws the same samples
+    out: Optional[str] = None  # directory for the PNGs; null = <run>/samples
+    # rbm / dbn: Gibbs chains, one column each; a frame (row) every `steps_between` Gibbs steps
+    n_chains: int = 20
+    n_frames: int = 10
+    steps_between: int = 1000
+    start: str = "test"  # test: chains start at test images; noise: at uniform random pixels
+    # autoencoders: this many original / corrupted / reconstructed triplets, and up to `n_filters` filters
+    n: int = 10
+    n_filters: int = 100
+
+
+@dataclass
 class PredictConfig:
     run: str = MISSING  # a training run directory
     inputs: str = MISSING  # a file, a directory or a glob of image files
@@ -400,6 +554,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "softmax": SoftmaxConfig, "mlp": MLPConfig, "cnn": CNNConfig,
         "linear_regression": LinearRegressionConfig, "logistic_regression": LogisticRegressionConfig,
         "gda": GDAConfig, "naive_bayes": NaiveBayesConfig, "svm": SVMConfig,
+        "autoencoder": AutoencoderConfig, "rbm": RBMConfig, "dbn": DBNConfig, "sdae": SDAEConfig,
     },
     "optimizer": {"base": OptimizerConfig},
     "regularization": {"base": RegularizationConfig},
@@ -416,6 +571,7 @@ def register() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="sample_schema", node=SampleConfig)
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

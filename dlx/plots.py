@@ -1,4 +1,5 @@
-"""PNG plots for the run directory: learning curves, confusion matrix, decision boundary, regression fit."""
+"""PNG plots for the run directory: learning curves, confusion matrix, decision boundary, regression
+fit, and image grids (samples, reconstructions, filters)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,37 @@ def regression_fit(x: np.ndarray, y: np.ndarray, pred: np.ndarray, spec, path: P
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def image_grid(images: np.ndarray, path: Path, zoom: int = 2) -> Path:
+    """(rows, cols, h, w) values in [0, 1] -> one grey PNG, tiles 1 pixel apart, each pixel
+    `zoom` x `zoom`: (rows * (h + 1) + 1) * zoom high, (cols * (w + 1) + 1) * zoom wide."""
+    rows, cols, h, w = images.shape
+    canvas = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1), 0.5, dtype=np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            canvas[1 + r * (h + 1) : (r + 1) * (h + 1), 1 + c * (w + 1) : (c + 1) * (w + 1)] = images[r, c]
+    canvas = np.kron(np.clip(canvas, 0, 1), np.ones((zoom, zoom), np.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pyplot().imsave(path, canvas, cmap="gray", vmin=0.0, vmax=1.0)
+    return path
+
+
+def tiles(vectors: np.ndarray, shape: tuple[int, int], cols: int | None = None, normalise: bool = False) -> np.ndarray:
+    """(n, h*w) -> (rows, cols, h, w) for `image_grid`, empty cells black; `normalise` stretches
+    each tile to [0, 1] (filters)."""
+    n = len(vectors)
+    cols = cols or max(1, int(np.ceil(np.sqrt(n))))
+    rows = int(np.ceil(n / cols))
+    v = np.asarray(vectors, np.float32).reshape(n, -1)
+    if normalise:
+        lo, hi = v.min(axis=1, keepdims=True), v.max(axis=1, keepdims=True)
+        v = (v - lo) / np.where(hi > lo, hi - lo, 1.0)
+    out = np.zeros((rows * cols, *shape), np.float32)
+    out[:n] = v.reshape(n, *shape)
+    return out.reshape(rows, cols, *shape)
+
+
+def picture_shape(input_shape) -> tuple[int, int]:
+    """How one input is drawn: an image as itself, a feature vector as a one-pixel-high strip."""
+    return (int(input_shape[0]), int(input_shape[1])) if len(input_shape) >= 2 else (1, int(np.prod(input_shape)))

@@ -37,6 +37,15 @@ def tracking_uri(cfg_uri: str | None) -> str:
     return "sqlite:///" + str(Path(DEFAULT_STORE).resolve())
 
 
+def tensorboard_image(log_dir: Path, tag: str, png: Path, step: int) -> None:
+    """Write a PNG file as a TensorBoard image summary into `log_dir`."""
+    import tensorflow as tf
+
+    image = tf.io.decode_png(tf.io.read_file(str(png)), channels=4)
+    with tf.summary.create_file_writer(str(log_dir)).as_default():
+        tf.summary.image(tag, image[None], step=step)
+
+
 class Tracker:
     def __init__(self, cfg: dict, run_dir: Path, run_name: str):
         self.run_dir = run_dir
@@ -44,6 +53,7 @@ class Tracker:
         self.mlflow_cfg = cfg["logger"]["mlflow"]
         self.run_id: str | None = None
         self.uri: str | None = None
+        self._phase_writer = None
         if self.mlflow_cfg["enabled"]:
             try:
                 self._start_mlflow(cfg, run_name)
@@ -87,16 +97,28 @@ class Tracker:
             cb.async_safe = True
         return cbs
 
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """Metrics of a phase outside the main fit (pretrain/layer1/loss, ...): TensorBoard run
+        `pretrain`, and the MLflow run, under their own names."""
+        if self.tb_dir is not None:
+            import tensorflow as tf
+
+            if self._phase_writer is None:
+                self._phase_writer = tf.summary.create_file_writer(str(self.tb_dir / "pretrain"))
+            with self._phase_writer.as_default():
+                for name, value in values.items():
+                    tf.summary.scalar(name, value, step=step)
+            self._phase_writer.flush()
+        if self.run_id is not None:
+            import mlflow
+
+            mlflow.log_metrics(values, step=step)
+
     # ------------------------------------------------------------------ end of run
     def log_image(self, tag: str, png: Path, step: int) -> None:
         """A PNG (e.g. the confusion matrix) as a TensorBoard image under tb/test."""
-        if self.tb_dir is None:
-            return
-        import tensorflow as tf
-
-        image = tf.io.decode_png(tf.io.read_file(str(png)), channels=4)
-        with tf.summary.create_file_writer(str(self.tb_dir / "test")).as_default():
-            tf.summary.image(tag, image[None], step=step)
+        if self.tb_dir is not None:
+            tensorboard_image(self.tb_dir / "test", tag, png, step)
 
     def finish(self, metrics: dict[str, float], artifacts: list[Path]) -> None:
         if self.run_id is None:

@@ -65,6 +65,11 @@ def prepare(files: list[Path], spec: DataSpec) -> tuple[np.ndarray, list[str]]:
 
 def predict(run: str, inputs: str, top_k: int = 1) -> list[dict]:
     path, cfg = open_run(run)
+    from dlx.config import SCHEMAS
+
+    name = cfg["model"]["name"]
+    if getattr(SCHEMAS["model"].get(name), "task", "") == "unsupervised":
+        raise DlxError(f"run={run}: model={name} learned no labels to predict; draw from it with dlx sample run={run}")
     spec = DataSpec.load(path / "data_spec.json")
     if spec.task == "classification" and not 1 <= top_k <= spec.num_classes:
         raise DlxError(f"top_k: expected 1..{spec.num_classes}, got {top_k}")

@@ -70,7 +70,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
 
         where = device.configure(c.trainer.device)
         device.seed_everything(c.trainer.seed)
-        model = models.build(c.model, c.regularization, data.spec, c.optimizer)
+        model = models.build(c.model, c.regularization, data.spec, c.optimizer, c.trainer)
         from dlx.tracking import Tracker
 
         tracker = Tracker(cfg, run_dir, run_name())
@@ -92,6 +92,9 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     )
     data.spec.save(run_dir / "data_spec.json")
     try:
+        pretrain_seconds = None
+        if getattr(model, "pretraining", None) is not None:
+            pretrain_seconds = loop.pretrain(model, data, cfg["trainer"], run_dir, tracker.log_metrics)
         result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks())
         model.save(run_dir / "model.keras")
         test = model.evaluate(data.test.x, data.test.y, batch_size=c.trainer.batch_size, return_dict=True, verbose=0)
@@ -105,13 +108,16 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
             "checkpoint_seconds": round(result.checkpoint_seconds, 3),
             "params": int(model.count_params()),
         }
+        if pretrain_seconds is not None:
+            metrics["pretrain_seconds"] = round(pretrain_seconds, 3)
         metrics |= getattr(model, "summary_metrics", {})
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
         for name, png in figures(model, data, result, plot_dir, c.trainer.batch_size).items():
             tracker.log_image(name, png, step=result.epochs_run)
-        artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras", plot_dir]
+        artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
+                     run_dir / "pretrained.npz", plot_dir]
         tracker.finish(metrics, artifacts)
     except BaseException:
         tracker.fail()
@@ -125,11 +131,14 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
 
 
 def figures(model, data, result, plot_dir: Path, batch_size: int) -> dict[str, Path]:
-    """Learning curves, and by task: confusion matrix, decision boundary (2-D inputs), fit plot.
-    Returns the figures worth logging as images."""
-    from dlx import plots
+    """Learning curves, and by task: confusion matrix, decision boundary (2-D inputs), fit plot,
+    or what an unsupervised family draws (filters, reconstructions). Returns the figures worth
+    logging as images."""
+    from dlx import models, plots
 
     plots.learning_curves(result.history, plot_dir / "learning_curves.png")
+    if hasattr(model, "objective"):  # unsupervised: no predictions of the labels to plot
+        return models.family(model.name).figures(model, data, plot_dir)
     out = model.predict(data.test.x, batch_size=batch_size, verbose=0)
     spec = data.spec
     if spec.task == "regression":

@@ -1,5 +1,5 @@
-"""Model families. `dlx/models/<name>.py` defines `build(model_cfg, reg_cfg, spec, optimizer_cfg)
--> keras.Model` for `model=<name>`; its schema in dlx/config.py says what task it solves and
+"""Model families. `dlx/models/<name>.py` defines `build(model_cfg, reg_cfg, spec, optimizer_cfg,
+trainer_cfg) -> keras.Model` for `model=<name>`; its schema in dlx/config.py says what task it solves and
 checks its config before TensorFlow is imported (`config.check_model`). Modules are imported only
 when a command needs that family (which also registers their Keras classes for loading)."""
 
@@ -19,8 +19,8 @@ def family(name: str):
         raise DlxError(f"model.name: no model family '{name}' in dlx/models/") from None
 
 
-def build(model_cfg, reg_cfg, spec, optimizer_cfg=None):
-    return family(model_cfg.name).build(model_cfg, reg_cfg, spec, optimizer_cfg)
+def build(model_cfg, reg_cfg, spec, optimizer_cfg=None, trainer_cfg=None):
+    return family(model_cfg.name).build(model_cfg, reg_cfg, spec, optimizer_cfg, trainer_cfg)
 
 
 def uses_gradients(model) -> bool:
@@ -29,10 +29,13 @@ def uses_gradients(model) -> bool:
 
 
 def compile(model, spec, optimizer=None, steps_per_execution: int = 1, jit_compile="auto") -> None:
-    """Loss and metrics by task (a family may bring its own loss), shared by train and eval."""
+    """Loss and metrics by task (a family may bring its own loss, or its own objective altogether:
+    the unsupervised ones), shared by train and eval."""
     import keras
 
-    if spec.task == "regression":
+    if hasattr(model, "objective"):
+        loss, metrics = model.objective()
+    elif spec.task == "regression":
         loss, metrics = "mse", [keras.metrics.MeanSquaredError(name="mse"), keras.metrics.R2Score(name="r2")]
     else:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]

@@ -24,7 +24,7 @@ def _check_fits(cfg, spec) -> None:
             size //= c.pool
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     _check_fits(cfg, spec)
     act = activation(cfg.activation)
     x_in = inputs(spec)

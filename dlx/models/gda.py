@@ -104,7 +104,7 @@ class GDA(OnePass):
                 "per_class": self.per_class, "reg_covar": self.reg_covar}
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     model = GDA(features_of(spec), spec.num_classes, str(cfg.covariance) == "per_class", cfg.reg_covar, name="gda")
     model.build((None, *spec.input_shape))
     return model

@@ -63,7 +63,7 @@ class LinearRegression(OnePass):
         return {**super().get_config(), "n_inputs": self.n_inputs, "degree": self.degree, "solver": self.solver, "l1": self.l1, "l2": self.l2}
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     model = LinearRegression(features_of(spec), cfg.degree, str(cfg.solver), reg.l1, reg.l2, name="linear_regression")
     model.build((None, *spec.input_shape))
     return model

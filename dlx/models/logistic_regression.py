@@ -180,7 +180,7 @@ class NewtonConverged(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     newton = None
     if optimizer is not None and str(optimizer.name) == "newton":
         newton = {"lr": float(optimizer.lr), "tol": float(optimizer.tol), "damping": float(optimizer.damping),

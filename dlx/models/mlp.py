@@ -6,7 +6,7 @@ from keras import layers
 from dlx.models.layers import activation, dense, inputs, maybe_dropout, softmax_head
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     x_in = inputs(spec)
     x = layers.Flatten()(x_in)
     for i, units in enumerate(cfg.hidden, start=1):

@@ -64,7 +64,7 @@ class NaiveBayes(OnePass):
                 "alpha": self.alpha, "binarize": self.binarize}
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     model = NaiveBayes(features_of(spec), spec.num_classes, str(cfg.event), cfg.alpha, cfg.binarize, name="naive_bayes")
     model.build((None, *spec.input_shape))
     return model

@@ -6,7 +6,7 @@ from keras import layers
 from dlx.models.layers import inputs, softmax_head
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     x_in = inputs(spec)
     x = layers.Flatten()(x_in)
     init = {"kernel_initializer": "zeros"} if cfg.zero_init else {}

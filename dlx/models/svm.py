@@ -276,7 +276,7 @@ class SVM(keras.Model):
         self.build()
 
 
-def build(cfg, reg, spec, optimizer=None) -> keras.Model:
+def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     # built by `solve`, once the number of support vectors is known
     return SVM(features_of(spec), spec.num_classes, str(cfg.kernel), float(cfg.C), str(cfg.gamma), int(cfg.degree), float(cfg.coef0),
                float(cfg.tol), float(cfg.cache_mb), cfg.max_iter, name="svm")

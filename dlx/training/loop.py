@@ -19,6 +19,17 @@ from dlx.errors import DlxError
 log = logging.getLogger(__name__)
 
 
+class _NoRetracingNotice(logging.Filter):
+    """TF warns when its tracing detector sees the same Python function traced several times; with
+    pretraining, every stage model traces Keras' one step function once, which is not retracing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
+
+
 # In-memory splits go to Keras as arrays: its array adapter already runs a tf.data pipeline that
 # permutes indices once per epoch and gathers whole batches, which measured faster than a
 # hand-built tf.data shuffle/batch/prefetch pipeline (benchmarks/results/overhead.md).
@@ -28,8 +39,9 @@ class EpochLog(keras.callbacks.Callback):
     """One `train.log` line per epoch: every metric Keras reports, and the epoch's wall time
     (and how much of it the end-of-epoch validation took)."""
 
-    def __init__(self):
+    def __init__(self, prefix: str = ""):
         super().__init__()
+        self.prefix = f"{prefix} " if prefix else ""
         self.seconds: list[float] = []
         self.validation_seconds: list[float] = []
         self._val_t0: float | None = None
@@ -45,7 +57,7 @@ class EpochLog(keras.callbacks.Callback):
         self.seconds.append(now - self._t0)
         self.validation_seconds.append(now - self._val_t0 if self._val_t0 is not None else 0.0)
         parts = [f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))]
-        log.info("epoch %d/%d %s (%.1fs, validation %.1fs)", epoch + 1, self.params["epochs"], " ".join(parts),
+        log.info("%sepoch %d/%d %s (%.1fs, validation %.1fs)", self.prefix, epoch + 1, self.params["epochs"], " ".join(parts),
                  self.seconds[-1], self.validation_seconds[-1])
 
 
@@ -145,6 +157,18 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.write()
+
+
+class PhaseMetrics(keras.callbacks.Callback):
+    """Per-epoch metrics of a training phase under its own prefix (`pretrain/layer1/loss`), handed
+    to `sink(values, step)` (the run's TensorBoard and MLflow)."""
+
+    def __init__(self, prefix: str, sink):
+        super().__init__()
+        self.prefix, self.sink = prefix, sink
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.sink({f"{self.prefix}/{k}": float(v) for k, v in (logs or {}).items()}, epoch)
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -311,6 +335,52 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         sum(epoch_log.validation_seconds), checkpoints.write_seconds,
         {"best": best, "last": last},
     )
+
+
+def pretrain(model: keras.Model, data, trainer, run_dir: Path, sink=None) -> float:
+    """Greedy layer-wise pretraining of `model.pretraining` (dlx/models/stacked.py).
+
+    Stage i is fitted (plain SGD) on what the pretrained layers below make of the training and
+    validation splits, logging under `pretrain/layer{i}/` (train.log, TensorBoard, MLflow); its
+    weights become hidden{i}'s, and all layers are saved to <run>/pretrained.npz. With
+    `from_run` the layers of an earlier run are used instead. Returns the seconds it took.
+    """
+    from dlx import models
+    from dlx.models import stacked
+
+    pre = model.pretraining
+    x_train, x_val = _flat(data.train.x), _flat(data.val.x)
+    t0 = time.perf_counter()
+    if pre.from_run:
+        stack = stacked.stack_from_run(pre.from_run, x_train.shape[1], pre.sizes)
+        log.info("pretrained layers from %s", pre.from_run)
+    else:
+        stack = []
+        verbose = 1 if trainer["progress"] and sys.stdout.isatty() else 0
+        for i, units in enumerate(pre.sizes, 1):
+            prefix = f"pretrain/layer{i}"
+            stage = pre.make_stage(i, x_train.shape[1], units)
+            models.compile(stage, data.spec, keras.optimizers.SGD(pre.lr), trainer["steps_per_execution"])
+            log.info("%s: %s %d-%d, %d epochs, SGD lr %g", prefix, type(stage).__name__, x_train.shape[1], units, pre.epochs, pre.lr)
+            nan_guard = StopOnNaN()
+            cbs = [nan_guard, EpochLog(prefix)] + ([PhaseMetrics(prefix, sink)] if sink else [])
+            stage.fit(x_train, data.train.y, batch_size=pre.batch_size, epochs=pre.epochs, shuffle=trainer["shuffle"],
+                      validation_data=(x_val, data.val.y), callbacks=cbs, verbose=verbose)
+            if nan_guard.where is not None:
+                raise DlxError(f"pretraining layer {i} diverged at {nan_guard.where} (try a lower model.pretrain.lr)")
+            stack.append(stage.pretrained_layer())
+            x_train, x_val = _encode(stage, x_train), _encode(stage, x_val)
+    stacked.save_stack(run_dir / stacked.PRETRAINED_FILE, stack)
+    pre.adopt(model, stack)
+    return time.perf_counter() - t0
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1)
+
+
+def _encode(stage: keras.Model, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    return np.concatenate([stage.encode(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
 
 
 def _solve(model: keras.Model, data, batch_size: int, callbacks: list) -> dict[str, list[float]]:

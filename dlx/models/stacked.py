@@ -1,0 +1,79 @@
+"""What the deep belief net and the stacked denoising autoencoders share.
+
+Both are the same classifier, flatten -> sigmoid dense layers `hidden1..N` -> softmax, whose hidden
+layers are first pretrained greedily: layer i is trained alone, as an RBM (dbn) or a tied denoising
+autoencoder (sdae), on the activations that the already-pretrained layers 1..i-1 give the training
+data; its kernel and hidden bias then *are* hidden{i}'s initial weights for fine-tuning. The
+training loop runs the stages (`dlx.training.loop.pretrain`); this module says what they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+from keras import layers
+
+from dlx.errors import DlxError
+from dlx.models.layers import dense, inputs, maybe_dropout, softmax_head
+
+PRETRAINED_FILE = "pretrained.npz"
+
+
+@dataclass
+class Pretraining:
+    sizes: list[int]  # hidden layer sizes, bottom first
+    epochs: int
+    lr: float
+    batch_size: int
+    make_stage: Callable[[int, int, int], keras.Model]  # (layer number, inputs, units) -> a model to fit
+    from_run: str | None = None
+
+    def adopt(self, model: keras.Model, stack: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Pretrained (W, visible bias, hidden bias) per layer -> hidden{i}'s kernel and bias."""
+        for i, (w, _, c) in enumerate(stack, 1):
+            model.get_layer(f"hidden{i}").set_weights([w, c])
+
+
+def build_stack(cfg, reg, spec, name: str, make_stage, trainer) -> keras.Model:
+    x_in = inputs(spec)
+    x = layers.Flatten()(x_in)
+    for i, units in enumerate(cfg.hidden, start=1):
+        x = dense(units, "sigmoid", reg, name=f"hidden{i}")(x)
+        x = maybe_dropout(x, reg)
+    model = keras.Model(x_in, softmax_head(x, spec, reg), name=name)
+    pre = cfg.pretrain
+    if pre.enabled:
+        batch = pre.batch_size or (trainer.batch_size if trainer is not None else 32)
+        model.pretraining = Pretraining(list(cfg.hidden), pre.epochs, pre.lr, batch, make_stage, pre.from_run)
+    return model
+
+
+def save_stack(path: Path, stack) -> None:
+    arrays = {}
+    for i, (w, b, c) in enumerate(stack, 1):
+        arrays |= {f"layer{i}_kernel": w, f"layer{i}_visible_bias": b, f"layer{i}_hidden_bias": c}
+    np.savez(path, **arrays)
+
+
+def load_stack(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as f:
+        n = len([k for k in f.files if k.endswith("_kernel")])
+        return [(f[f"layer{i}_kernel"], f[f"layer{i}_visible_bias"], f[f"layer{i}_hidden_bias"]) for i in range(1, n + 1)]
+
+
+def stack_from_run(run: str, n_inputs: int, sizes: list[int]):
+    """The pretrained layers of another run, checked against the network being fine-tuned."""
+    path = Path(run).expanduser() / PRETRAINED_FILE
+    if not path.is_file():
+        raise DlxError(f"model.pretrain.from_run={run}: no {PRETRAINED_FILE} there (a dbn/sdae run with pretraining)")
+    stack = load_stack(path)
+    theirs = [stack[0][0].shape[0], *(w.shape[1] for w, _, _ in stack)] if stack else []
+    ours = [n_inputs, *sizes]
+    if theirs != ours:
+        raise DlxError(f"model.pretrain.from_run={run}: its pretrained layers are {'-'.join(map(str, theirs))}, "
+                       f"but this network is {'-'.join(map(str, ours))} (input-model.hidden); they must match")
+    return stack
