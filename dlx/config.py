@@ -8,6 +8,7 @@ loads it on every call.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -83,6 +84,11 @@ class Noise(Enum):
     none = "none"
     mask = "mask"  # masking noise: each input set to 0 with probability `level`
     gaussian = "gaussian"  # additive N(0, level^2)
+
+
+class BiasInit(Enum):
+    data = "data"
+    zero = "zero"
 
 
 class ReconstructionLoss(Enum):
@@ -349,6 +355,9 @@ class RBMConfig(Family):
     hidden: int = 500
     k: int = 1  # Gibbs steps per update
     persistent: bool = True  # PCD: negative chains carry over between batches (trainer.batch_size chains)
+    # data: visible biases start at log(p/(1-p)) of the training pixel means (Hinton's guide);
+    # zero: as the book's tutorial and scikit-learn
+    visible_bias_init: BiasInit = BiasInit.data
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:
@@ -377,10 +386,30 @@ def check_stack(family: str, cfg, reg, data) -> None:
     if not cfg.hidden or min(cfg.hidden) < 1:
         raise DlxError(f"model.hidden: expected one or more positive layer sizes, got {cfg.hidden}")
     pre = cfg.pretrain
-    if pre.enabled:
+    if pre.enabled and pre.from_run:
+        check_pretrained_run(pre.from_run, [math.prod(data.spec.input_shape), *cfg.hidden])
+    elif pre.enabled:
         positive("model.pretrain.epochs", pre.epochs, "1 or more")
         positive("model.pretrain.lr", pre.lr)
         check_unit_interval(family, data, "the first pretrained layer models pixel intensities")
+
+
+PRETRAINED_FILE = "pretrained.npz"  # what a dbn/sdae run keeps of its pretraining
+
+
+def check_pretrained_run(run: str, sizes: list[int]) -> None:
+    """`model.pretrain.from_run` must hold pretrained layers of exactly these sizes (input first)."""
+    import numpy as np
+
+    path = Path(run).expanduser() / PRETRAINED_FILE
+    if not path.is_file():
+        raise DlxError(f"model.pretrain.from_run={run}: no {PRETRAINED_FILE} there (a dbn/sdae run with pretraining)")
+    with np.load(path, allow_pickle=False) as f:
+        kernels = [f[f"layer{i}_kernel"].shape for i in range(1, len([k for k in f.files if k.endswith("_kernel")]) + 1)]
+    theirs = [kernels[0][0], *(shape[1] for shape in kernels)] if kernels else []
+    if theirs != sizes:
+        raise DlxError(f"model.pretrain.from_run={run}: its pretrained layers are {'-'.join(map(str, theirs))}, "
+                       f"but this network is {'-'.join(map(str, sizes))} (input-model.hidden); they must match")
 
 
 @dataclass

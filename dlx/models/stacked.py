@@ -17,10 +17,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from dlx.errors import DlxError
+from dlx.config import PRETRAINED_FILE
 from dlx.models.layers import dense, inputs, maybe_dropout, softmax_head
 
-PRETRAINED_FILE = "pretrained.npz"
+__all__ = ["PRETRAINED_FILE", "Pretraining", "build_stack", "load_stack", "save_stack"]
 
 
 @dataclass
@@ -63,17 +63,3 @@ def load_stack(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     with np.load(path, allow_pickle=False) as f:
         n = len([k for k in f.files if k.endswith("_kernel")])
         return [(f[f"layer{i}_kernel"], f[f"layer{i}_visible_bias"], f[f"layer{i}_hidden_bias"]) for i in range(1, n + 1)]
-
-
-def stack_from_run(run: str, n_inputs: int, sizes: list[int]):
-    """The pretrained layers of another run, checked against the network being fine-tuned."""
-    path = Path(run).expanduser() / PRETRAINED_FILE
-    if not path.is_file():
-        raise DlxError(f"model.pretrain.from_run={run}: no {PRETRAINED_FILE} there (a dbn/sdae run with pretraining)")
-    stack = load_stack(path)
-    theirs = [stack[0][0].shape[0], *(w.shape[1] for w, _, _ in stack)] if stack else []
-    ours = [n_inputs, *sizes]
-    if theirs != ours:
-        raise DlxError(f"model.pretrain.from_run={run}: its pretrained layers are {'-'.join(map(str, theirs))}, "
-                       f"but this network is {'-'.join(map(str, ours))} (input-model.hidden); they must match")
-    return stack

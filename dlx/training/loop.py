@@ -280,7 +280,8 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
 
     A family shapes its fit with attributes (dlx/models/classic.py): `passes` (epochs it needs,
     e.g. 1 for a statistics pass), `full_batch` (each step sees the whole split), `fit_callbacks()`
-    (its own stopping rule), or `solve(x, y)` for a solver that is not a sequence of steps.
+    (its own stopping rule), `data_init(x)` (initial values from the training inputs), or
+    `solve(x, y)` for a solver that is not a sequence of steps.
     """
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -311,6 +312,8 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     # the order of examples matters only to mini-batch gradient steps
     shuffle = trainer["shuffle"] and batch_size < len(data.train) and passes != 1
     t0 = time.perf_counter()
+    if hasattr(model, "data_init"):  # a family that starts from statistics of the training data
+        model.data_init(data.train.x)
     if hasattr(model, "solve"):
         hist = _solve(model, data, batch_size, cbs)
     else:
@@ -352,7 +355,7 @@ def pretrain(model: keras.Model, data, trainer, run_dir: Path, sink=None) -> flo
     x_train, x_val = _flat(data.train.x), _flat(data.val.x)
     t0 = time.perf_counter()
     if pre.from_run:
-        stack = stacked.stack_from_run(pre.from_run, x_train.shape[1], pre.sizes)
+        stack = stacked.load_stack(Path(pre.from_run).expanduser() / stacked.PRETRAINED_FILE)  # sizes checked with the config
         log.info("pretrained layers from %s", pre.from_run)
     else:
         stack = []
@@ -361,6 +364,8 @@ def pretrain(model: keras.Model, data, trainer, run_dir: Path, sink=None) -> flo
             prefix = f"pretrain/layer{i}"
             stage = pre.make_stage(i, x_train.shape[1], units)
             models.compile(stage, data.spec, keras.optimizers.SGD(pre.lr), trainer["steps_per_execution"])
+            if hasattr(stage, "data_init"):
+                stage.data_init(x_train)
             log.info("%s: %s %d-%d, %d epochs, SGD lr %g", prefix, type(stage).__name__, x_train.shape[1], units, pre.epochs, pre.lr)
             nan_guard = StopOnNaN()
             cbs = [nan_guard, EpochLog(prefix)] + ([PhaseMetrics(prefix, sink)] if sink else [])
