@@ -43,14 +43,14 @@ def bernoulli(probs, uniform):
     return tf.cast(uniform < probs, probs.dtype)
 
 
-def cd_gradients(v0, h_start, w, b, c, u_v, u_h):
+def cd_gradients(v0, h_start, w, b, c, u_v, u_h, ph0=None):
     """Contrastive-divergence gradient of the negative log-likelihood (batch means).
 
     `h_start` (chains x H, binary) starts the negative chain; `u_v[i]`, `u_h[i]` are the uniform
-    numbers of Gibbs step i (k of each). Returns ((dW, db, dc), the chain's last
-    hidden sample, for PCD to continue from).
+    numbers of Gibbs step i (k of each); `ph0` = p(h | v0) if already computed. Returns
+    ((dW, db, dc), the chain's last hidden sample, for PCD to continue from).
     """
-    ph0 = hidden_probs(v0, w, c)
+    ph0 = hidden_probs(v0, w, c) if ph0 is None else ph0
     h = h_start
     for uv, uh in zip(u_v, u_h):
         v = bernoulli(tf.sigmoid(visible_logits(h, w, b)), uv)
@@ -63,18 +63,31 @@ def cd_gradients(v0, h_start, w, b, c, u_v, u_h):
     return (dw, db, dc), h
 
 
-def reconstruction_cross_entropy(v, w, b, c):
-    logits = visible_logits(hidden_probs(v, w, c), w, b)
-    return tf.reduce_sum(tf.nn.softplus(logits) - v * logits, axis=1)  # -log p(v | mean-field h), stable
+def monitor_values(v, w, b, c, flip_index, pre=None):
+    """(reconstruction cross-entropy, pseudo-likelihood, free energy) per example.
+
+    `pre` = v W + c if already computed. The pseudo-likelihood flips bit `flip_index[n]` of
+    x = round(v): x~ W differs from x W by one row of W, gathered instead of multiplied, so the
+    three cost two matrix products besides `pre`.
+    """
+    pre = tf.matmul(v, w) + c if pre is None else pre
+    energy = -tf.linalg.matvec(v, b) - tf.reduce_sum(tf.nn.softplus(pre), axis=1)
+    logits = visible_logits(tf.sigmoid(pre), w, b)
+    recon = tf.reduce_sum(tf.nn.softplus(logits) - v * logits, axis=1)  # -log p(v | mean-field h), stable
+    x = tf.round(v)
+    pre_x = tf.matmul(x, w) + c
+    sign = 1.0 - 2.0 * tf.gather(x, flip_index, batch_dims=1)  # +1: the bit turns on, -1: off
+    pre_flipped = pre_x + sign[:, None] * tf.gather(w, flip_index)
+    bx = tf.linalg.matvec(x, b)
+    fe_x = -bx - tf.reduce_sum(tf.nn.softplus(pre_x), axis=1)
+    fe_flipped = -(bx + sign * tf.gather(b, flip_index)) - tf.reduce_sum(tf.nn.softplus(pre_flipped), axis=1)
+    d = tf.cast(tf.shape(v)[1], v.dtype)
+    return recon, d * tf.math.log_sigmoid(fe_flipped - fe_x), energy
 
 
 def pseudo_likelihood(v, w, b, c, flip_index):
     """D * log sigm(F(x~) - F(x)) with x = round(v) and x~ = x with bit `flip_index[n]` flipped."""
-    x = tf.round(v)
-    flip = tf.one_hot(flip_index, tf.shape(v)[1], dtype=v.dtype)
-    x_flipped = x + flip - 2.0 * x * flip
-    d = tf.cast(tf.shape(v)[1], v.dtype)
-    return d * tf.math.log_sigmoid(free_energy(x_flipped, w, b, c) - free_energy(x, w, b, c))
+    return monitor_values(v, w, b, c, flip_index)[1]
 
 
 @keras.saving.register_keras_serializable("dlx")
@@ -129,32 +142,28 @@ class RBM(keras.Model):
 
     def train_step(self, data):
         v0 = flat(data[0] if isinstance(data, tuple) else data)
-        if self.persistent:
-            h_start = self.chain
-        else:
-            ph0 = hidden_probs(v0, self.w, self.c)
-            h_start = bernoulli(ph0, self.uniform(tf.shape(ph0)))
+        pre = tf.matmul(v0, self.w) + self.c
+        ph0 = tf.sigmoid(pre)
+        h_start = self.chain if self.persistent else bernoulli(ph0, self.uniform(tf.shape(ph0)))
         n = tf.shape(h_start)[0]
         u_v = [self.uniform(tf.stack([n, self.n_visible])) for _ in range(self.k)]
         u_h = [self.uniform(tf.shape(h_start)) for _ in range(self.k)]
-        (dw, db, dc), h = cd_gradients(v0, h_start, self.w, self.b, self.c, u_v, u_h)
+        logs = self.monitor(v0, pre)  # the weights this update starts from
+        (dw, db, dc), h = cd_gradients(v0, h_start, self.w, self.b, self.c, u_v, u_h, ph0)
         if self.l2:
             dw += self.l2 * self.w
         if self.persistent:
             self.chain.assign(h)
         self.optimizer.apply_gradients([(dw, self.w), (db, self.b), (dc, self.c)])
-        return self.monitor(v0)
+        return logs
 
     def test_step(self, data):
         return self.monitor(flat(data[0] if isinstance(data, tuple) else data))
 
-    def monitor(self, v):
+    def monitor(self, v, pre=None):
         n = tf.shape(v)[0]
         flip = tf.random.stateless_uniform(tf.stack([n]), tf.cast(self.seeds.next(), tf.int32), 0, self.n_visible, tf.int32)
-        values = (reconstruction_cross_entropy(v, self.w, self.b, self.c),
-                  pseudo_likelihood(v, self.w, self.b, self.c, flip),
-                  free_energy(v, self.w, self.b, self.c))
-        for tracker, value in zip(self.trackers, values):
+        for tracker, value in zip(self.trackers, monitor_values(v, self.w, self.b, self.c, flip, pre)):
             tracker.update_state(value)
         return {t.name: t.result() for t in self.trackers}
 

@@ -270,6 +270,7 @@ class FitResult:
     best_value: float
     seconds: float
     epoch_seconds: list[float] = field(default_factory=list)
+    epoch_validation_seconds: list[float] = field(default_factory=list)  # the validation part of each epoch
     validation_seconds: float = 0.0  # the part of `seconds` spent in end-of-epoch validation
     checkpoint_seconds: float = 0.0  # ... and in writing checkpoint files
     checkpoints: dict[str, Path] = field(default_factory=dict)
@@ -335,7 +336,7 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     checkpoints.restore("best")  # the best epoch, whether or not early stopping ended the run
     return FitResult(
         hist, len(hist[monitor]), checkpoints.best_epoch + 1, checkpoints.best_value, seconds, epoch_log.seconds,
-        sum(epoch_log.validation_seconds), checkpoints.write_seconds,
+        epoch_log.validation_seconds, sum(epoch_log.validation_seconds), checkpoints.write_seconds,
         {"best": best, "last": last},
     )
 
@@ -370,7 +371,8 @@ def pretrain(model: keras.Model, data, trainer, run_dir: Path, sink=None) -> flo
             nan_guard = StopOnNaN()
             cbs = [nan_guard, EpochLog(prefix)] + ([PhaseMetrics(prefix, sink)] if sink else [])
             stage.fit(x_train, data.train.y, batch_size=pre.batch_size, epochs=pre.epochs, shuffle=trainer["shuffle"],
-                      validation_data=(x_val, data.val.y), callbacks=cbs, verbose=verbose)
+                      validation_data=(x_val, data.val.y), validation_batch_size=max(pre.batch_size, 1024),
+                      callbacks=cbs, verbose=verbose)
             if nan_guard.where is not None:
                 raise DlxError(f"pretraining layer {i} diverged at {nan_guard.where} (try a lower model.pretrain.lr)")
             stack.append(stage.pretrained_layer())
