@@ -250,6 +250,7 @@ def test_autoencoders_train_and_sample_via_the_cli(dlx, workdir, model, extra):
     assert {"reconstructions.png", "filters.png", "learning_curves.png"} <= {p.name for p in (workdir / "run" / "plots").iterdir()}
     proc = dlx("sample", "run=run", "n=6", "n_filters=32", "seed=3", check=True)
     assert "wrote" in proc.stdout
+    assert "test_loss" in dlx("eval", "run=run", check=True).stdout
     # 3 rows (original, corrupted, reconstructed) x 6 digits of 8x8, 1-pixel gaps, zoom 2
     assert png_size(workdir / "run" / "samples" / "reconstructions.png") == ((6 * 9 + 1) * 2, (3 * 9 + 1) * 2)
     assert png_size(workdir / "run" / "samples" / "filters.png") == ((6 * 9 + 1) * 2, (6 * 9 + 1) * 2)  # 32 filters, 6 x 6 tiles
@@ -272,11 +273,23 @@ def test_rbm_and_dbn_train_and_sample_gibbs_chains_via_the_cli(dlx, workdir):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "dlx predict: error: run=rbm: model=rbm learned no labels to predict; draw from it with dlx sample run=rbm"
 
+    proc = dlx("eval", "run=rbm", check=True)
+    assert "test_pseudo_likelihood" in proc.stdout and "(at training:" in proc.stdout
+
     dlx("train", "model=dbn", "dataset=digits", "model.hidden=[32,16]", "model.pretrain.epochs=1", "trainer.epochs=1",
         "logger=none", "hydra.run.dir=dbn", check=True)
     assert "pretrain/layer2 epoch 1/1" in (workdir / "dbn" / "train.log").read_text()
     dlx("sample", "run=dbn", "n_chains=3", "n_frames=2", "steps_between=5", check=True)
     assert png_size(workdir / "dbn" / "samples" / "gibbs.png") == ((3 * 9 + 1) * 2, (3 * 9 + 1) * 2)
+
+
+def test_sdae_trains_and_evaluates_via_the_cli(dlx, workdir):
+    dlx("train", "model=sdae", "dataset=digits", "model.hidden=[32,16]", "model.pretrain.corruption=[0.2]",
+        "model.pretrain.epochs=1", "trainer.epochs=1", "logger=none", "hydra.run.dir=sdae", check=True)
+    log = (workdir / "sdae" / "train.log").read_text()
+    assert "pretrain/layer1: AutoEncoder 64-32" in log and "pretrain/layer2: AutoEncoder 32-16" in log
+    assert "test_accuracy" in dlx("eval", "run=sdae", check=True).stdout
+    assert (workdir / "sdae" / "plots" / "confusion_matrix.png").is_file()
 
 
 @pytest.mark.parametrize("args, message", [

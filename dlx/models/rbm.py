@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlx.models.classic import flat, features_of
+from dlx.models.classic import features_of, flat
 
 
 def hidden_probs(v, w, c):

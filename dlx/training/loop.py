@@ -316,7 +316,9 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     if hasattr(model, "data_init"):  # a family that starts from statistics of the training data
         model.data_init(data.train.x)
     if hasattr(model, "solve"):
-        hist = _solve(model, data, batch_size, cbs)
+        hist = _solve(model, data, batch_size, cbs, model.solve)
+    elif passes == 1:
+        hist = _solve(model, data, batch_size, cbs, model.statistics_pass)
     else:
         history = model.fit(
             data.train.x, data.train.y, batch_size=batch_size, shuffle=shuffle,
@@ -390,12 +392,13 @@ def _encode(stage: keras.Model, x: np.ndarray, batch_size: int = 4096) -> np.nda
     return np.concatenate([stage.encode(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
 
 
-def _solve(model: keras.Model, data, batch_size: int, callbacks: list) -> dict[str, list[float]]:
-    """One "epoch" that is the family's own solver, with the same callbacks and validation as fit."""
+def _solve(model: keras.Model, data, batch_size: int, callbacks: list, solver) -> dict[str, list[float]]:
+    """One "epoch" that is `solver(x, y)` (SMO, a statistics pass), with the same callbacks and
+    validation as fit."""
     cbl = keras.callbacks.CallbackList(callbacks, model=model, epochs=1, steps=1, verbose=0)
     cbl.on_train_begin()
     cbl.on_epoch_begin(0)
-    logs = dict(model.solve(data.train.x, data.train.y))
+    logs = dict(solver(data.train.x, data.train.y))
     val = model.evaluate(data.val.x, data.val.y, batch_size=batch_size, return_dict=True, verbose=0, callbacks=cbl)
     logs |= {f"val_{k}": float(v) for k, v in val.items()}
     cbl.on_epoch_end(0, logs)
