@@ -19,7 +19,7 @@ def test_help_lists_commands_and_groups_without_heavy_imports():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for word in ("train", "eval", "predict", "data", "report", "model", "cnn, gda, linear_regression",
+    for word in ("train", "eval", "predict", "sample", "data", "report", "model", "cnn, dae, dbn, gda, linear_regression",
                  "diabetes, digits, fashion_mnist", "book_cnn_mnist"):
         assert word in proc.stdout
 
@@ -64,7 +64,7 @@ def test_cnn_layers_are_typed():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["model=foo"], "unknown model 'foo'; choose one of: cnn, gda, linear_regression, logistic_regression, mlp, naive_bayes, softmax, svm"),
+    (["model=foo"], "unknown model 'foo'; choose one of: ae, cnn, dae, dbn, gda, linear_regression, logistic_regression, mlp, naive_bayes, rbm, sdae, softmax, sparse_ae, svm"),
     (["trainer.epochs=abc"], "trainer.epochs: Value 'abc'"),
     (["trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
     (["nope=1"], "Key 'nope' not in 'TrainConfig'"),
