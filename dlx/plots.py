@@ -115,8 +115,10 @@ def image_grid(images: np.ndarray, path: Path, zoom: int = 2) -> Path:
         for c in range(cols):
             canvas[1 + r * (h + 1) : (r + 1) * (h + 1), 1 + c * (w + 1) : (c + 1) * (w + 1)] = images[r, c]
     canvas = np.kron(np.clip(canvas, 0, 1), np.ones((zoom, zoom), np.float32))
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    pyplot().imsave(path, canvas, cmap="gray", vmin=0.0, vmax=1.0)
+    Image.fromarray(np.round(canvas * 255).astype(np.uint8), mode="L").save(path, optimize=True)  # 8-bit grey
     return path
 
 
