@@ -133,15 +133,21 @@ def build_and_compile(cfg):
     from dlx.commands.train import ns
     from dlx.data import datasets
 
+    from dlx.training import device
+
     c = ns(cfg)
     data = datasets.load(c.dataset)
+    device.seed_everything(c.trainer.seed)  # as `dlx train` does: the same initial weights and samples every run
     model = models.build(c.model, c.regularization, data.spec, c.optimizer, c.trainer)
     models.compile(model, data.spec, keras.optimizers.SGD(c.optimizer.lr))
     return model, data
 
 
-@pytest.mark.parametrize("bias_init", ["zero", "data"])
-def test_free_energy_of_training_data_falls(tmp_path, bias_init):
+# (bias init, least fall of the free-energy gap, least rise of the pseudo-likelihood): starting from
+# the data's log-odds, the biases already account for most of the gap (measured over 8 seeds:
+# zero: -40 and +20; data: -1.3 to -3.0 and +0.7 to +1.3)
+@pytest.mark.parametrize("bias_init, gap_fall, pl_rise", [("zero", 20.0, 10.0), ("data", 0.5, 0.3)])
+def test_free_energy_of_training_data_falls(tmp_path, bias_init, gap_fall, pl_rise):
     """A few epochs of PCD on digits lower the free energy of the training images relative to
     random images: the model puts more probability on the data (F is defined up to the log
     partition function, which training changes too, so its difference is what is measured);
@@ -169,8 +175,8 @@ def test_free_energy_of_training_data_falls(tmp_path, bias_init):
     gap_start, pl_start = measure()
     result = loop.fit(model, data, cfg["trainer"], tmp_path)
     gap_after, pl_after = measure()
-    assert gap_after < gap_start - 2.0, (gap_start, gap_after)
-    assert pl_after > pl_start + 0.5, (pl_start, pl_after)
+    assert gap_after < gap_start - gap_fall, (gap_start, gap_after)
+    assert pl_after > pl_start + pl_rise, (pl_start, pl_after)
     assert {"loss", "pseudo_likelihood", "free_energy", "val_loss", "val_pseudo_likelihood"} <= set(result.history)
 
 
