@@ -397,15 +397,21 @@ def check_stack(family: str, cfg, reg, data) -> None:
 PRETRAINED_FILE = "pretrained.npz"  # what a dbn/sdae run keeps of its pretraining
 
 
-def check_pretrained_run(run: str, sizes: list[int]) -> None:
-    """`model.pretrain.from_run` must hold pretrained layers of exactly these sizes (input first)."""
+def load_stack(path: Path) -> list:
+    """[(kernel, visible bias, hidden bias)] per pretrained layer, bottom first (numpy only)."""
     import numpy as np
 
+    with np.load(path, allow_pickle=False) as f:
+        n = len([k for k in f.files if k.endswith("_kernel")])
+        return [(f[f"layer{i}_kernel"], f[f"layer{i}_visible_bias"], f[f"layer{i}_hidden_bias"]) for i in range(1, n + 1)]
+
+
+def check_pretrained_run(run: str, sizes: list[int]) -> None:
+    """`model.pretrain.from_run` must hold pretrained layers of exactly these sizes (input first)."""
     path = Path(run).expanduser() / PRETRAINED_FILE
     if not path.is_file():
         raise DlxError(f"model.pretrain.from_run={run}: no {PRETRAINED_FILE} there (a dbn/sdae run with pretraining)")
-    with np.load(path, allow_pickle=False) as f:
-        kernels = [f[f"layer{i}_kernel"].shape for i in range(1, len([k for k in f.files if k.endswith("_kernel")]) + 1)]
+    kernels = [w.shape for w, _, _ in load_stack(path)]
     theirs = [kernels[0][0], *(shape[1] for shape in kernels)] if kernels else []
     if theirs != sizes:
         raise DlxError(f"model.pretrain.from_run={run}: its pretrained layers are {'-'.join(map(str, theirs))}, "

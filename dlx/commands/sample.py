@@ -34,10 +34,10 @@ def check(cfg) -> None:
 def sample(cfg) -> dict[str, Path]:
     check(cfg)
     path, run_cfg = open_run(cfg.run)
-    name = run_cfg["model"]["name"]
-    if name not in generating_families():
+    name, able = run_cfg["model"]["name"], generating_families()
+    if name not in able:
         raise DlxError(f"run={cfg.run}: model={name} does not generate samples; dlx sample works on runs of "
-                       f"model={', '.join(generating_families())} (ae, dae and sparse_ae are autoencoders)")
+                       f"model={', '.join(able)} (ae, dae and sparse_ae are autoencoders)")
     from dlx.data import datasets
 
     data = datasets.load(ns(run_cfg["dataset"]))

@@ -117,7 +117,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         for name, png in figures(model, data, result, plot_dir, c.trainer.batch_size).items():
             tracker.log_image(name, png, step=result.epochs_run)
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
-                     run_dir / "pretrained.npz", plot_dir]
+                     run_dir / config.PRETRAINED_FILE, plot_dir]
         tracker.finish(metrics, artifacts)
     except BaseException:
         tracker.fail()

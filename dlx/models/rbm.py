@@ -93,11 +93,10 @@ def pseudo_likelihood(v, w, b, c, flip_index):
 @keras.saving.register_keras_serializable("dlx")
 class RBM(keras.Model):
     def __init__(self, n_visible: int, n_hidden: int, k: int = 1, persistent: bool = True, chains: int = 20,
-                 l2: float = 0.0, visible_shape=None, visible_bias_init: str = "data", **kwargs):
+                 l2: float = 0.0, visible_bias_init: str = "data", **kwargs):
         super().__init__(**kwargs)
         self.n_visible, self.n_hidden, self.k, self.persistent = n_visible, n_hidden, k, persistent
         self.chains, self.l2, self.visible_bias_init = chains, l2, visible_bias_init
-        self.visible_shape = tuple(visible_shape or (n_visible,))
         self.seeds = keras.random.SeedGenerator()
         self.trackers = [keras.metrics.Mean(name=n) for n in ("loss", "pseudo_likelihood", "free_energy")]
 
@@ -170,13 +169,12 @@ class RBM(keras.Model):
     def get_config(self):
         return {**super().get_config(), "n_visible": self.n_visible, "n_hidden": self.n_hidden, "k": self.k,
                 "persistent": self.persistent, "chains": self.chains, "l2": self.l2,
-                "visible_shape": list(self.visible_shape), "visible_bias_init": self.visible_bias_init}
+                "visible_bias_init": self.visible_bias_init}
 
 
 def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     chains = trainer.batch_size if trainer is not None else 20
-    model = RBM(features_of(spec), cfg.hidden, cfg.k, cfg.persistent, chains, reg.l2, spec.input_shape,
-                str(cfg.visible_bias_init), name="rbm")
+    model = RBM(features_of(spec), cfg.hidden, cfg.k, cfg.persistent, chains, reg.l2, str(cfg.visible_bias_init), name="rbm")
     model.build()
     return model
 

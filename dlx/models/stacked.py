@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from dlx.config import PRETRAINED_FILE
+from dlx.config import PRETRAINED_FILE, load_stack
 from dlx.models.layers import dense, inputs, maybe_dropout, softmax_head
 
 __all__ = ["PRETRAINED_FILE", "Pretraining", "build_stack", "load_stack", "save_stack"]
@@ -57,9 +57,3 @@ def save_stack(path: Path, stack) -> None:
     for i, (w, b, c) in enumerate(stack, 1):
         arrays |= {f"layer{i}_kernel": w, f"layer{i}_visible_bias": b, f"layer{i}_hidden_bias": c}
     np.savez(path, **arrays)
-
-
-def load_stack(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    with np.load(path, allow_pickle=False) as f:
-        n = len([k for k in f.files if k.endswith("_kernel")])
-        return [(f[f"layer{i}_kernel"], f[f"layer{i}_visible_bias"], f[f"layer{i}_hidden_bias"]) for i in range(1, n + 1)]
