@@ -91,6 +91,17 @@ class BiasInit(Enum):
     zero = "zero"
 
 
+class Cell(Enum):
+    rnn = "rnn"  # Elman RNN (tanh)
+    lstm = "lstm"
+    gru = "gru"
+
+
+class Side(Enum):
+    pre = "pre"
+    post = "post"
+
+
 class ReconstructionLoss(Enum):
     bce = "bce"  # binary cross-entropy: inputs in [0, 1], sigmoid outputs
     mse = "mse"
@@ -117,6 +128,13 @@ class DatasetConfig:
     vocab_size: int = 3000
     # text_folder: the class folders to use (aclImdb: [neg, pos]); null = every folder with .txt files
     classes: Optional[List[str]] = None
+    # text as word ids (model=lstm_sentiment): sequences padded/truncated to max_length words,
+    # pad id 0, out-of-vocabulary id 1; pre = at the start, as keras.utils.pad_sequences
+    max_length: int = 200
+    padding: Side = Side.pre
+    truncating: Side = Side.pre
+    # character corpora (tinyshakespeare, any UTF-8 file): training windows of seq_length characters
+    seq_length: int = 100
 
 
 # --------------------------------------------------------------------------- models
@@ -140,12 +158,29 @@ class Family:
     # dataset, its labels unused
     task: ClassVar[str] = "classification"
     newton: ClassVar[bool] = False  # optimizer=newton applies
-    images_only: ClassVar[bool] = False
+    # the kinds of data it reads (DataSpec.kind): image, tabular, text (word counts), words (word
+    # ids; text datasets are loaded that way for it), chars (a character corpus), captions
+    kinds: ClassVar[tuple] = ("image", "tabular", "text")
     generates: ClassVar[bool] = False  # `dlx sample` draws from its runs
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:
         """Family-specific checks of the composed config (plain values)."""
+
+
+KIND_NAMES = {"image": "images", "tabular": "tabular data", "text": "text", "words": "text", "chars": "a character corpus",
+              "captions": "a captioning dataset"}
+
+# what to use instead: by the data's kind where it dictates the model, else by what the model reads
+DATA_HINTS = {"chars": " (use model=char_rnn)", "captions": " (use model=captioning)"}
+MODEL_HINTS = {"image": " (try model=mlp)", "words": " (text datasets: imdb, reuters, text_folder)",
+               "chars": " (dataset=tinyshakespeare, or any UTF-8 file as dataset.path)",
+               "captions": " (dataset=coco_captions dataset.path=DIR)"}
+
+
+def reads_words(model_name: str) -> bool:
+    """Does this family read text datasets as word-id sequences (rather than word counts)?"""
+    return "words" in getattr(SCHEMAS["model"].get(model_name), "kinds", ())
 
 
 def check_model(cfg, reg, optimizer, data) -> None:
@@ -156,8 +191,9 @@ def check_model(cfg, reg, optimizer, data) -> None:
         kind = "a classifier" if family.task == "classification" else "a regression model"
         target = "class labels" if spec.task == "classification" else "a real-valued target"
         raise DlxError(f"model={cfg.name} is {kind} but dataset={spec.name} has {target}")
-    if family.images_only and spec.kind != "image":
-        raise DlxError(f"model={cfg.name} needs images, but dataset={spec.name} is {spec.kind} data (try model=mlp)")
+    if spec.kind not in family.kinds:
+        raise DlxError(f"model={cfg.name} needs {' or '.join(KIND_NAMES[k] for k in family.kinds)}, but dataset={spec.name} "
+                       f"is {KIND_NAMES[spec.kind]}{DATA_HINTS.get(spec.kind) or MODEL_HINTS.get(family.kinds[0], '')}")
     if str(optimizer.name) == "newton" and not family.newton:
         raise DlxError(f"optimizer=newton: Newton's method is implemented for model=logistic_regression, "
                        f"not model={cfg.name} (use sgd, adam, ...)")
@@ -192,7 +228,7 @@ class ConvLayer:
 class CNNConfig(Family):
     """LeNet-style: conv/pool stacks, then dense layers, then softmax."""
 
-    images_only: ClassVar[bool] = True
+    kinds: ClassVar[tuple] = ("image",)
 
     name: str = "cnn"
     conv: List[ConvLayer] = field(
@@ -453,6 +489,95 @@ class SDAEConfig(Family):
             raise DlxError(f"model.pretrain.corruption: expected fractions in [0, 1), got {list(levels)}")
 
 
+def check_recurrent(family: str, cfg, reg) -> None:
+    check_penalties(family, reg, ("l1", "l2", "dropout"))
+    positive("model.hidden", cfg.hidden, "a positive number of units")
+    if not 0 <= reg.dropout < 1:
+        raise DlxError(f"regularization.dropout: expected a fraction in [0, 1), got {reg.dropout}")
+
+
+@dataclass
+class CharRNNConfig(Family):
+    """Character-level language model: embedding -> `layers` recurrent layers -> next-character logits."""
+
+    kinds: ClassVar[tuple] = ("chars",)
+    generates: ClassVar[bool] = True
+
+    name: str = "char_rnn"
+    cell: Cell = Cell.lstm
+    layers: int = 2
+    hidden: int = 256
+    embedding: int = 64
+    # a text sample in train.log and TensorBoard every N epochs (0 = never)
+    sample_every: int = 5
+    sample_length: int = 200
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_recurrent("char_rnn", cfg, reg)
+        positive("model.layers", cfg.layers, "1 or more")
+        positive("model.embedding", cfg.embedding, "a positive embedding size")
+        if cfg.sample_every < 0 or cfg.sample_length < 1:
+            raise DlxError(f"model.sample_every / sample_length: expected >= 0 / >= 1, got {cfg.sample_every} / {cfg.sample_length}")
+
+
+@dataclass
+class LSTMRowsConfig(Family):
+    """An image read as a sequence of its rows (28 steps of 28 pixels for MNIST) by one recurrent layer."""
+
+    kinds: ClassVar[tuple] = ("image",)
+
+    name: str = "lstm_rows"
+    cell: Cell = Cell.lstm
+    hidden: int = 128
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_recurrent("lstm_rows", cfg, reg)
+
+
+@dataclass
+class TextClassifierConfig(Family):
+    """Word ids -> embedding -> (bidirectional) LSTM/GRU -> softmax; `lstm_sentiment` is its preset."""
+
+    kinds: ClassVar[tuple] = ("words",)
+
+    name: str = "text_classifier"
+    cell: Cell = Cell.lstm
+    hidden: int = 64
+    embedding: int = 64
+    bidirectional: bool = True
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_recurrent("text_classifier", cfg, reg)
+        positive("model.embedding", cfg.embedding, "a positive embedding size")
+
+
+@dataclass
+class CaptioningConfig(Family):
+    """Image features -> initial hidden state; words -> embedding -> RNN/LSTM -> next-word logits."""
+
+    kinds: ClassVar[tuple] = ("captions",)
+    generates: ClassVar[bool] = True
+
+    name: str = "captioning"
+    cell: Cell = Cell.lstm
+    hidden: int = 512
+    embedding: int = 256  # word vector size
+    beam_width: int = 1  # decoding for BLEU and `dlx sample`; 1 = greedy
+    bleu_images: int = 1000  # validation images captioned for BLEU-4 after training (0 = skip)
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("captioning", reg, ("l1", "l2"))
+        positive("model.hidden", cfg.hidden, "a positive number of units")
+        positive("model.embedding", cfg.embedding, "a positive word-vector size")
+        positive("model.beam_width", cfg.beam_width, "1 or more")
+        if cfg.bleu_images < 0:
+            raise DlxError(f"model.bleu_images: expected a count >= 0, got {cfg.bleu_images}")
+
+
 # --------------------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConfig:
@@ -572,8 +697,17 @@ class SampleConfig:
     steps_between: int = 1000
     start: str = "test"  # test: chains start at test images; noise: at uniform random pixels
     # autoencoders: this many original / corrupted / reconstructed triplets, and up to `n_filters` filters
-    n: int = 10
+    n: int = 10  # captioning: images captioned
     n_filters: int = 100
+    # char_rnn: `length` characters after `prime` (null = a newline, or the vocabulary's first
+    # character); temperature 0 = greedy; top_k > 0 samples among the k likeliest only
+    prime: Optional[str] = None
+    length: int = 500
+    temperature: float = 1.0
+    top_k: int = 0
+    # captioning: images from this split; beam width (null = the run's model.beam_width)
+    split: str = "val"
+    beam_width: Optional[int] = None
 
 
 @dataclass
@@ -590,6 +724,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "linear_regression": LinearRegressionConfig, "logistic_regression": LogisticRegressionConfig,
         "gda": GDAConfig, "naive_bayes": NaiveBayesConfig, "svm": SVMConfig,
         "autoencoder": AutoencoderConfig, "rbm": RBMConfig, "dbn": DBNConfig, "sdae": SDAEConfig,
+        "char_rnn": CharRNNConfig, "lstm_rows": LSTMRowsConfig, "text_classifier": TextClassifierConfig,
+        "captioning": CaptioningConfig,
     },
     "optimizer": {"base": OptimizerConfig},
     "regularization": {"base": RegularizationConfig},

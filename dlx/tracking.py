@@ -46,6 +46,15 @@ def tensorboard_image(log_dir: Path, tag: str, png: Path, step: int) -> None:
         tf.summary.image(tag, image[None], step=step)
 
 
+def tensorboard_text(log_dir: Path, tag: str, path: Path, step: int) -> None:
+    """Write a text file as a TensorBoard text summary (shown verbatim, as a code block)."""
+    import tensorflow as tf
+
+    text = path.read_text(encoding="utf-8")
+    with tf.summary.create_file_writer(str(log_dir)).as_default():
+        tf.summary.text(tag, "    " + text.replace("\n", "\n    "), step=step)
+
+
 class Tracker:
     def __init__(self, cfg: dict, run_dir: Path, run_name: str):
         self.run_dir = run_dir

@@ -89,3 +89,33 @@ def write_text_folder(root: Path, n_per_class: int = 40, seed: int = 0) -> Path:
 @pytest.fixture
 def text_folder(tmp_path) -> Path:
     return write_text_folder(tmp_path / "corpus")
+
+
+def write_coco(root: Path, n_train: int = 50, n_val: int = 10, vocab_size: int = 1004, dim: int = 512,
+               length: int = 17, per_image: int = 1, seed: int = 0, drop: str | None = None) -> Path:
+    """A small file in the COCO captioning feature format (coco2014_captions.h5 + coco2014_vocab.json):
+    random image features, and per image `per_image` random captions of 7-13 words framed by
+    <START>/<END> and padded with <NULL>, words drawn with Zipf's law (p ~ 1/rank) as in real
+    captions. `drop` leaves out one HDF5 key."""
+    import json
+
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    zipf = 1.0 / np.arange(1, vocab_size - 3)
+    words = ["<NULL>", "<START>", "<END>", "<UNK>", *(f"w{i}" for i in range(vocab_size - 4))]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "coco2014_vocab.json").write_text(json.dumps({"idx_to_word": words, "word_to_idx": {w: i for i, w in enumerate(words)}}))
+    with h5py.File(root / "coco2014_captions.h5", "w") as f:
+        for part, n in (("train", n_train), ("val", n_val)):
+            images = np.repeat(np.arange(n), per_image)
+            captions = np.zeros((len(images), length), np.int32)
+            for row in captions:
+                k = rng.integers(7, 14)
+                row[0], row[1 : k + 1], row[k + 1] = 1, 4 + rng.choice(vocab_size - 4, k, p=zipf / zipf.sum()), 2
+            arrays = {"features": rng.normal(size=(n, dim)).astype(np.float32), "captions": captions, "image_idxs": images}
+            for key, value in arrays.items():
+                if f"{part}_{key}" != drop:
+                    f[f"{part}_{key}"] = value
+    return root

@@ -1,9 +1,10 @@
-"""`dlx sample run=DIR`: what a trained generative model draws, as PNG grids.
+"""`dlx sample run=DIR`: what a trained generative model draws.
 
 rbm / dbn: Gibbs chains started at test images (or noise), a frame every `steps_between` steps;
-autoencoders: original / corrupted / reconstructed test inputs and the first layer's filters.
-The PNGs go to <run>/samples/ (or `out`) and, when the run logged to TensorBoard, to its
-`samples` images. The same `seed` draws the same samples.
+autoencoders: original / corrupted / reconstructed test inputs and the first layer's filters;
+char_rnn: `length` characters after `prime`, streamed to stdout; captioning: captions of `n`
+images of `split` next to their references. Files go to <run>/samples/ (or `out`) and, when the
+run logged to TensorBoard, to its `samples` images or text. The same `seed` draws the same samples.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 
 from dlx.commands._run import load_model, open_run
 from dlx.commands.train import ns
+from dlx.config import reads_words
 from dlx.errors import DlxError
 
 
@@ -24,9 +26,13 @@ def generating_families() -> list[str]:
 
 
 def check(cfg) -> None:
-    for key in ("n_chains", "n_frames", "steps_between", "n", "n_filters"):
+    for key in ("n_chains", "n_frames", "steps_between", "n", "n_filters", "length"):
         if getattr(cfg, key) < 1:
             raise DlxError(f"{key}: expected a positive count, got {getattr(cfg, key)}")
+    if cfg.top_k < 0 or cfg.temperature < 0:
+        raise DlxError(f"top_k / temperature: expected >= 0 (0 = off / greedy), got {cfg.top_k} / {cfg.temperature}")
+    if cfg.beam_width is not None and cfg.beam_width < 1:
+        raise DlxError(f"beam_width: expected 1 or more, got {cfg.beam_width}")
     if cfg.start not in ("test", "noise"):
         raise DlxError(f"start: expected test or noise, got '{cfg.start}'")
 
@@ -40,22 +46,23 @@ def sample(cfg) -> dict[str, Path]:
                        f"model={', '.join(able)} (ae, dae and sparse_ae are autoencoders)")
     from dlx.data import datasets
 
-    data = datasets.load(ns(run_cfg["dataset"]))
+    data = datasets.load(ns(run_cfg["dataset"]), reads_words(name))
     from dlx import models
     from dlx.training import device
 
     device.configure(run_cfg["trainer"]["device"])
     model = load_model(path, run_cfg, data.spec)
     out_dir = Path(cfg.out).expanduser() if cfg.out else path / "samples"
-    pngs = models.family(name).sample(model, path, data, cfg, out_dir)
+    files = models.family(name).sample(model, path, data, cfg, out_dir)
     if run_cfg["logger"]["tensorboard"] and (path / "tb").is_dir():
-        from dlx.tracking import tensorboard_image
+        from dlx.tracking import tensorboard_image, tensorboard_text
 
-        for tag, png in pngs.items():
-            tensorboard_image(path / "tb" / "samples", tag, png, step=cfg.seed)
-    for png in pngs.values():
-        print(f"wrote {png}")
-    return pngs
+        for tag, file in files.items():
+            show = tensorboard_image if file.suffix == ".png" else tensorboard_text
+            show(path / "tb" / "samples", tag, file, step=cfg.seed)
+    for file in files.values():
+        print(f"wrote {file}")
+    return files
 
 
 def main(cfg: DictConfig) -> dict[str, Path]:

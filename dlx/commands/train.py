@@ -63,7 +63,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     c = ns(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     with discard_run_dir_on_error(run_dir):
-        data = datasets.load(c.dataset)  # no TensorFlow yet: bad data and bad combinations fail fast
+        data = datasets.load(c.dataset, config.reads_words(c.model.name))  # no TensorFlow yet: bad data and bad combinations fail fast
         config.check_model(c.model, c.regularization, c.optimizer, data)
         from dlx import models
         from dlx.training import device, optim
@@ -95,10 +95,14 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         pretrain_seconds = None
         if getattr(model, "pretraining", None) is not None:
             pretrain_seconds = loop.pretrain(model, data, cfg["trainer"], run_dir, tracker.log_metrics)
-        result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks())
+        family = models.family(c.model.name)
+        extra = family.callbacks(model, data, cfg, run_dir) if hasattr(family, "callbacks") else []
+        result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra)
         model.save(run_dir / "model.keras")
         test = model.evaluate(data.test.x, data.test.y, batch_size=c.trainer.batch_size, return_dict=True, verbose=0)
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
+        if hasattr(family, "scores"):  # what model.evaluate cannot compute (BLEU of decoded captions)
+            metrics |= family.scores(model, data, cfg)
         metrics |= {
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
@@ -114,7 +118,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
-        for name, png in figures(model, data, result, plot_dir, c.trainer.batch_size).items():
+        for name, png in figures(family, model, data, result, plot_dir, c.trainer.batch_size).items():
             tracker.log_image(name, png, step=result.epochs_run)
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
                      run_dir / config.PRETRAINED_FILE, plot_dir]
@@ -130,15 +134,15 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     return metrics, {"model": model, "data": data, "history": result.history, "fit": result, "tracker": tracker}
 
 
-def figures(model, data, result, plot_dir: Path, batch_size: int) -> dict[str, Path]:
+def figures(family, model, data, result, plot_dir: Path, batch_size: int) -> dict[str, Path]:
     """Learning curves, and by task: confusion matrix, decision boundary (2-D inputs), fit plot,
     or what an unsupervised family draws (filters, reconstructions). Returns the figures worth
     logging as images."""
-    from dlx import models, plots
+    from dlx import plots
 
     plots.learning_curves(result.history, plot_dir / "learning_curves.png")
-    if hasattr(model, "objective"):  # unsupervised: no predictions of the labels to plot
-        return models.family(model.name).figures(model, data, plot_dir)
+    if hasattr(family, "figures"):  # unsupervised and sequence families draw their own
+        return family.figures(model, data, plot_dir)
     out = model.predict(data.test.x, batch_size=batch_size, verbose=0)
     spec = data.spec
     if spec.task == "regression":

@@ -191,9 +191,9 @@ LOADERS: dict[str, Callable] = {
 
 
 def _register_other_kinds() -> None:
-    from dlx.data import tabular, text
+    from dlx.data import sequences, tabular, text
 
-    for module in (tabular, text):
+    for module in (tabular, text, sequences):
         LOADERS.update(module.LOADERS)
         DESCRIPTIONS.update(module.DESCRIPTIONS)
         REMOTES.update(getattr(module, "REMOTES", {}))
@@ -213,11 +213,40 @@ def scale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
     return x
 
 
-def load(cfg) -> Data:
-    """Load, split and scale the dataset described by `cfg` (a `dataset` config node)."""
+def _head(x, n: int):
+    return {k: v[:n] for k, v in x.items()} if isinstance(x, dict) else x[:n]
+
+
+def _summary(name: str, data: Data) -> None:
+    spec = data.spec
+    target = f"{spec.num_classes} classes" if spec.task == "classification" else "regression target"
+    if spec.kind == "chars":
+        target = f"{spec.num_classes} characters"
+    elif spec.kind == "captions":
+        target = f"{spec.num_classes} words"
+    log.info(
+        "dataset %s from %s: %d train / %d val / %d test, input %s, %s, scaling %s",
+        name, data.source, len(data.train), len(data.val), len(data.test),
+        "x".join(map(str, spec.input_shape)), target, spec.scaling,
+    )
+
+
+def load(cfg, words: bool = False) -> Data:
+    """Load, split and scale the dataset described by `cfg` (a `dataset` config node). `words`:
+    text datasets as padded word-id sequences rather than word counts (see dlx/data/text.py)."""
     if cfg.name not in LOADERS:
         raise DlxError(f"dataset.name: unknown dataset '{cfg.name}'; choose one of: {', '.join(LOADERS)}")
-    (x_train, y_train), (x_test, y_test), spec, source = LOADERS[cfg.name](cfg)
+    loader = LOADERS[cfg.name]
+    if loader.__module__.endswith(".sequences"):  # these split themselves
+        data = loader(cfg)
+        if cfg.subset is not None:
+            if cfg.subset <= 0:
+                raise DlxError(f"dataset.subset: expected a positive count or null, got {cfg.subset}")
+            data.train = Split(_head(data.train.x, cfg.subset), data.train.y[: cfg.subset])
+        _summary(cfg.name, data)
+        return data
+    kwargs = {"words": True} if words and loader.__module__.endswith(".text") else {}
+    (x_train, y_train), (x_test, y_test), spec, source = loader(cfg, **kwargs)
     if not 0 < cfg.val_size < len(x_train):
         raise DlxError(f"dataset.val_size: expected 1..{len(x_train) - 1} for {cfg.name}, got {cfg.val_size}")
     # book convention: the validation set is the *last* val_size training examples
@@ -228,7 +257,7 @@ def load(cfg) -> Data:
             raise DlxError(f"dataset.subset: expected a positive count or null, got {cfg.subset}")
         x_train, y_train = x_train[: cfg.subset], y_train[: cfg.subset]
 
-    spec.scaling = str(cfg.scaling)
+    spec.scaling = "none" if spec.kind == "words" else str(cfg.scaling)  # ids are not scaled
     if spec.kind != "image" and spec.scaling != "none":
         x = x_train.astype(np.float64)
         if spec.scaling == "zscore":
@@ -246,12 +275,7 @@ def load(cfg) -> Data:
         return Split(scale(x, spec).reshape((-1, *spec.input_shape)), y.astype(np.int32))
 
     data = Data(split(x_train, y_train), split(x_val, y_val), split(x_test, y_test), spec, source)
-    target = f"{spec.num_classes} classes" if spec.task == "classification" else "regression target"
-    log.info(
-        "dataset %s from %s: %d train / %d val / %d test, input %s, %s, scaling %s",
-        cfg.name, source, len(data.train), len(data.val), len(data.test),
-        "x".join(map(str, spec.input_shape)), target, spec.scaling,
-    )
+    _summary(cfg.name, data)
     return data
 
 

@@ -1,5 +1,8 @@
 """Text datasets as bags of words: each document becomes its word counts over a vocabulary of
-the `dataset.vocab_size` most frequent training words.
+the `dataset.vocab_size` most frequent training words. For the families that read word order
+(`config.reads_words`), the same documents come as word ids instead: id 0 pads, id 1 is any word
+outside the vocabulary, ids 2.. are the `vocab_size - 2` most frequent words, each document
+padded or truncated to `dataset.max_length` ids (`dataset.padding` / `truncating`).
 
 - `text_folder`: one folder per class of .txt files (the layout of aclImdb and 20 Newsgroups);
   a `train/` + `test/` pair of such folders is used as the official split when present.
@@ -67,9 +70,31 @@ def _spec(name: str, classes: list[str], vocabulary: list[str] | None, size: int
     return DataSpec(name, (size,), len(classes), classes, 1.0, kind="text", feature_names=vocabulary)
 
 
-def _check_vocab(cfg) -> None:
-    if cfg.vocab_size < 1:
-        raise DlxError(f"dataset.vocab_size: expected a positive number of words, got {cfg.vocab_size}")
+PAD, OOV = "<pad>", "<unk>"  # ids 0 and 1 of a word-id vocabulary
+
+
+def _words_spec(name: str, classes: list[str], vocabulary: list[str] | None, cfg):
+    """feature_names: one name per id (the model's embedding size); ranks stand in for words
+    when the corpus came without its word index."""
+    from dlx.data.datasets import DataSpec
+
+    size = cfg.vocab_size - 2
+    names = [PAD, OOV, *(vocabulary if vocabulary is not None else [f"<rank {r}>" for r in range(1, size + 1)])]
+    return DataSpec(name, (cfg.max_length,), len(classes), classes, 1.0, scaling="none", kind="words", feature_names=names)
+
+
+def _padded(seqs, cfg) -> np.ndarray:
+    from dlx.data.sequences import pad
+
+    return pad(seqs, cfg.max_length, str(cfg.padding), str(cfg.truncating))
+
+
+def _check_vocab(cfg, words: bool = False) -> None:
+    least = 3 if words else 1
+    if cfg.vocab_size < least:
+        raise DlxError(f"dataset.vocab_size: expected at least {least} words, got {cfg.vocab_size}")
+    if words and cfg.max_length < 1:
+        raise DlxError(f"dataset.max_length: expected a positive number of words, got {cfg.max_length}")
 
 
 # --------------------------------------------------------------------------- text_folder
@@ -93,8 +118,8 @@ def _read_folder(root: Path, classes: list[str] | None) -> tuple[list[list[str]]
     return docs, np.asarray(labels), found
 
 
-def _text_folder(cfg):
-    _check_vocab(cfg)
+def _text_folder(cfg, words: bool = False):
+    _check_vocab(cfg, words)
     if not cfg.path:
         raise DlxError("dataset.path: text_folder needs a directory with one folder of .txt files per class")
     root = Path(cfg.path).expanduser()
@@ -114,7 +139,11 @@ def _text_folder(cfg):
     order = np.random.default_rng(0).permutation(len(y_train))
     train_docs, y_train = [train_docs[i] for i in order], y_train[order]
     counts = Counter(w for doc in train_docs for w in doc)
-    vocabulary = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.vocab_size]]
+    vocabulary = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.vocab_size - 2 * words]]
+    if words:
+        index = {w: i for i, w in enumerate(vocabulary, start=2)}
+        x_train, x_test = (_padded([[index.get(w, 1) for w in doc] for doc in docs], cfg) for docs in (train_docs, test_docs))
+        return (x_train, y_train), (x_test, y_test), _words_spec("text_folder", classes, vocabulary, cfg), str(root)
     x_train, x_test = vectorize(train_docs, vocabulary), vectorize(test_docs, vocabulary)
     spec = _spec("text_folder", classes, vocabulary, len(vocabulary))
     return (x_train, y_train), (x_test, y_test), spec, str(root)
@@ -177,6 +206,24 @@ def _corpus_files(cfg, name: str) -> tuple[Path, Path | None, str]:
     return files[0], files[1], str(dataset_dir(name))
 
 
+def _rank_ids(seqs, cfg) -> np.ndarray:
+    """Word ranks 1..vocab_size-2 -> ids 2.., rarer words -> 1 (out of vocabulary), padded."""
+    keep = cfg.vocab_size - 2
+    out = []
+    for seq in seqs:
+        ids = np.asarray(seq, dtype=np.int64)
+        out.append(np.where((ids >= 1) & (ids <= keep), ids + 1, 1))
+    return _padded(out, cfg)
+
+
+def _features(name: str, classes, index, cfg, words: bool, *seqs):
+    """Each split's ragged rank sequences as word counts or padded word ids, and the spec."""
+    if words:
+        return [_rank_ids(s, cfg) for s in seqs], _words_spec(name, classes, _vocabulary(index, cfg.vocab_size - 2), cfg)
+    size = cfg.vocab_size
+    return [_rank_counts(s, size) for s in seqs], _spec(name, classes, _vocabulary(index, size), size)
+
+
 def _vocabulary(index_file: Path | None, size: int) -> list[str] | None:
     """Words of ranks 1..size from the word-index JSON, when there is one (predict needs it)."""
     if index_file is None:
@@ -194,8 +241,8 @@ def _pick(arrays: dict, path: Path, *keys: str) -> list[np.ndarray]:
     return [arrays[k] for k in keys]
 
 
-def _imdb(cfg):
-    _check_vocab(cfg)
+def _imdb(cfg, words: bool = False):
+    _check_vocab(cfg, words)
     path, index, source = _corpus_files(cfg, "imdb")
     x_train, y_train, x_test, y_test = _pick(load_npz(path), path, "x_train", "y_train", "x_test", "y_test")
     rng = np.random.RandomState(KERAS_SEED)  # keras.datasets.imdb.load_data's shuffle
@@ -205,24 +252,21 @@ def _imdb(cfg):
     order = np.arange(len(x_test))
     rng.shuffle(order)
     x_test, y_test = x_test[order], y_test[order]
-    size = cfg.vocab_size
-    spec = _spec("imdb", ["negative", "positive"], _vocabulary(index, size), size)
-    return (_rank_counts(x_train, size), y_train), (_rank_counts(x_test, size), y_test), spec, source
+    (x_train, x_test), spec = _features("imdb", ["negative", "positive"], index, cfg, words, x_train, x_test)
+    return (x_train, y_train), (x_test, y_test), spec, source
 
 
-def _reuters(cfg):
-    _check_vocab(cfg)
+def _reuters(cfg, words: bool = False):
+    _check_vocab(cfg, words)
     path, index, source = _corpus_files(cfg, "reuters")
     xs, ys = _pick(load_npz(path), path, "x", "y")
     order = np.arange(len(xs))
     np.random.RandomState(KERAS_SEED).shuffle(order)  # keras.datasets.reuters.load_data, test_split 0.2
     xs, ys = xs[order], ys[order]
     cut = int(len(xs) * 0.8)
-    size = cfg.vocab_size
-    counts = _rank_counts(xs, size)
     classes = [str(k) for k in range(int(ys.max()) + 1)]
-    spec = _spec("reuters", classes, _vocabulary(index, size), size)
-    return (counts[:cut], ys[:cut]), (counts[cut:], ys[cut:]), spec, source
+    (x,), spec = _features("reuters", classes, index, cfg, words, xs)
+    return (x[:cut], ys[:cut]), (x[cut:], ys[cut:]), spec, source
 
 
 LOADERS = {"text_folder": _text_folder, "imdb": _imdb, "reuters": _reuters}

@@ -35,6 +35,18 @@ def compile(model, spec, optimizer=None, steps_per_execution: int = 1, jit_compi
 
     if hasattr(model, "objective"):
         loss, metrics = model.objective()
+    elif spec.kind in ("chars", "captions"):  # logits over the vocabulary at every time step
+        from dlx.models import recurrent
+
+        if spec.kind == "chars":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), recurrent.BitsPerChar()]
+        else:
+            loss, metrics = recurrent.MaskedCaptionLoss(spec.class_names.index("<NULL>")), []
+    elif spec.kind == "words" and spec.num_classes == 2:
+        from dlx.models import recurrent
+
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy", recurrent.PositiveClassAUC()]
     elif spec.task == "regression":
         loss, metrics = "mse", [keras.metrics.MeanSquaredError(name="mse"), keras.metrics.R2Score(name="r2")]
     else:
