@@ -91,6 +91,15 @@ def text_folder(tmp_path) -> Path:
     return write_text_folder(tmp_path / "corpus")
 
 
+def keras_npz(path: Path, **arrays) -> None:
+    """An npz as Keras' imdb/reuters files: x* arrays are ragged (object arrays of int lists)."""
+    import numpy as np
+
+    ragged = {k: (np.array([list(s) for s in v] + [[]], dtype=object)[:-1] if k.startswith("x") else np.asarray(v))
+              for k, v in arrays.items()}
+    np.savez(path, **ragged)
+
+
 def write_coco(root: Path, n_train: int = 50, n_val: int = 10, vocab_size: int = 1004, dim: int = 512,
                length: int = 17, per_image: int = 1, seed: int = 0, drop: str | None = None) -> Path:
     """A small file in the COCO captioning feature format (coco2014_captions.h5 + coco2014_vocab.json):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_cfg
+from conftest import keras_npz, tiny_cfg
 
 from dlx.commands.train import train
 
@@ -270,12 +270,6 @@ def test_train_eval_predict_tabular_and_text(dlx, workdir, text_folder):
 
 
 # --------------------------------------------------------------------------- Keras npz corpora
-def _keras_npz(path, **arrays):
-    ragged = {k: (np.array([list(s) for s in v] + [[]], dtype=object)[:-1] if k.startswith("x") else np.asarray(v))
-              for k, v in arrays.items()}
-    np.savez(path, **ragged)
-
-
 def test_imdb_and_reuters_npz_as_keras_shuffles_them(tmp_path):
     from types import SimpleNamespace
 
@@ -284,7 +278,7 @@ def test_imdb_and_reuters_npz_as_keras_shuffles_them(tmp_path):
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 60, size=rng.integers(3, 20)).tolist() for _ in range(50)]
     labels = rng.integers(0, 2, size=50)
-    _keras_npz(tmp_path / "imdb.npz", x_train=seqs[:30], y_train=labels[:30], x_test=seqs[30:], y_test=labels[30:])
+    keras_npz(tmp_path / "imdb.npz", x_train=seqs[:30], y_train=labels[:30], x_test=seqs[30:], y_test=labels[30:])
     (tmp_path / "imdb_word_index.json").write_text('{"the": 1, "movie": 2, "good": 3}')
     cfg = SimpleNamespace(name="imdb", path=str(tmp_path), scaling="none", val_size=5, test_size=0, subset=None, vocab_size=10)
     data = datasets.load(cfg)
@@ -298,7 +292,7 @@ def test_imdb_and_reuters_npz_as_keras_shuffles_them(tmp_path):
     assert data.spec.feature_names[:3] == ["the", "movie", "good"] and data.spec.feature_names[3] == "<rank 4>"
     assert len(data.train) + len(data.val) == 30 and len(data.test) == 20
 
-    _keras_npz(tmp_path / "reuters.npz", x=seqs, y=rng.integers(0, 46, size=50))
+    keras_npz(tmp_path / "reuters.npz", x=seqs, y=rng.integers(0, 46, size=50))
     data = datasets.load(SimpleNamespace(**{**vars(cfg), "name": "reuters"}))
     assert len(data.train) + len(data.val) == 40 and len(data.test) == 10  # keras' 80/20
     assert data.spec.num_classes == int(np.load(tmp_path / "reuters.npz", allow_pickle=True)["y"].max()) + 1

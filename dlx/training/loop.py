@@ -85,7 +85,15 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
             specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype) for x in self.model.inputs]
         except (AttributeError, ValueError):  # a subclassed model without symbolic inputs
             return
-        forward = tf.function(lambda *xs: self.model(xs[0] if len(xs) == 1 else list(xs), training=False))
+        # model.inputs is the flattened input structure (a dict for named multi-input models)
+        struct = getattr(self.model, "_inputs_struct", None)
+
+        def forward(*xs):
+            if struct is not None:
+                return self.model(keras.tree.pack_sequence_as(struct, list(xs)), training=False)
+            return self.model(xs[0] if len(xs) == 1 else list(xs), training=False)
+
+        forward = tf.function(forward)
         with self._train_writer.as_default():
             tf.summary.graph(forward.get_concrete_function(*specs).graph)
 

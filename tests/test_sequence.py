@@ -1,0 +1,266 @@
+"""Sequence families: char_rnn, lstm_rows, text_classifier (lstm_sentiment), captioning."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA, keras_npz, tiny_cfg, write_coco, write_text_folder
+
+from dlx.commands.train import ns, train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+VERSE = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+SMALL_CHAR = ["model=char_rnn", "model.layers=1", "model.hidden=64", "model.embedding=16", "model.sample_every=0"]
+
+
+def run_dir(workdir: Path, name: str) -> str:
+    return f"hydra.run.dir={workdir / name}"
+
+
+# --------------------------------------------------------------------------- data
+def test_character_corpus_windows_and_split(tmp_path):
+    from dlx.data import datasets
+
+    text = "abcdefghij" * 20  # 200 characters: 180 train, 20 validation
+    (tmp_path / "t.txt").write_text(text)
+    data = datasets.load(ns(tiny_cfg("dataset=tinyshakespeare", f"dataset.path={tmp_path / 't.txt'}", "dataset.seq_length=7")["dataset"]))
+    assert data.spec.kind == "chars" and data.spec.class_names == sorted(set(text))
+    assert data.train.x.shape == (179 // 7, 7) and data.val.x.shape == (19 // 7, 7)
+    decode = np.array(data.spec.class_names)
+    assert "".join(decode[data.train.x[0]]) == "abcdefg" and "".join(decode[data.train.y[0]]) == "bcdefgh"
+    assert "".join(decode[data.val.x[0]]) == text[180:187]  # validation is the last 10 %, by position
+    np.testing.assert_array_equal(data.test.x, data.val.x)  # the corpus has no test part
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file"),
+    (b"caf\xe9 au lait", "not UTF-8 text (byte 3 is 0xe9)"),
+    (b"tiny", "too few for one window"),
+])
+def test_bad_text_files_are_one_line_errors(dlx, workdir, content, message):
+    (workdir / "bad.txt").write_bytes(content)
+    proc = dlx("train", *SMALL_CHAR, "dataset=tinyshakespeare", "dataset.path=bad.txt", "logger=none", run_dir(workdir, "run"))
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (workdir / "run").exists()
+
+
+def test_pad_matches_keras_pad_sequences():
+    import keras
+
+    from dlx.data.sequences import pad
+
+    seqs = [[1, 2, 3, 4, 5], [6], [], [7, 8, 9]]
+    for padding in ("pre", "post"):
+        for truncating in ("pre", "post"):
+            want = keras.utils.pad_sequences(seqs, maxlen=3, padding=padding, truncating=truncating)
+            np.testing.assert_array_equal(pad(seqs, 3, padding, truncating), want)
+
+
+def test_imdb_as_word_ids(tmp_path):
+    from dlx.data import datasets
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, 60, size=rng.integers(3, 20)).tolist() for _ in range(50)]
+    labels = rng.integers(0, 2, size=50)
+    keras_npz(tmp_path / "imdb.npz", x_train=seqs[:30], y_train=labels[:30], x_test=seqs[30:], y_test=labels[30:])
+    cfg = tiny_cfg("dataset=imdb", f"dataset.path={tmp_path}", "dataset.vocab_size=12", "dataset.max_length=8",
+                   "dataset.val_size=5")["dataset"]
+    data = datasets.load(ns(cfg), words=True)
+    order = np.arange(30)
+    np.random.RandomState(113).shuffle(order)  # keras.datasets.imdb's shuffle
+    ranks = np.array(seqs[order[0]][-8:])  # truncating=pre keeps the last 8 words
+    want = np.where(ranks <= 10, ranks + 1, 1)  # ranks 1..vocab_size-2 -> ids 2.., rarer -> 1
+    np.testing.assert_array_equal(data.train.x[0][-len(want):], want)
+    assert data.spec.kind == "words" and data.train.x.shape[1] == 8 and len(data.spec.feature_names) == 12
+    assert data.spec.feature_names[:3] == ["<pad>", "<unk>", "<rank 1>"]
+
+
+def test_text_folder_as_word_ids_uses_its_own_vocabulary(tmp_path):
+    from dlx.data import datasets
+
+    root = write_text_folder(tmp_path / "corpus")
+    cfg = tiny_cfg("dataset=text_folder", f"dataset.path={root}", "dataset.max_length=12", "dataset.vocab_size=20",
+                   "dataset.padding=post", "dataset.test_size=20", "dataset.val_size=10")["dataset"]
+    data = datasets.load(ns(cfg), words=True)
+    names = data.spec.feature_names
+    assert names[:2] == ["<pad>", "<unk>"] and len(names) == 20
+    first = data.train.x[0]
+    assert first[0] != 0 and set(first.tolist()) <= set(range(20))  # post-padding: words first
+
+
+# --------------------------------------------------------------------------- char_rnn
+def test_char_rnn_trains_and_samples_through_the_cli(dlx, workdir):
+    (workdir / "verse.txt").write_text(VERSE * 8)
+    dlx("train", *SMALL_CHAR, "dataset=tinyshakespeare", "dataset.path=verse.txt", "dataset.seq_length=20",
+        "trainer.epochs=2", "trainer.batch_size=8", "model.sample_every=1", "model.sample_length=30",
+        "logger=tensorboard", run_dir(workdir, "run"), check=True)
+    metrics = json.loads((workdir / "run" / "metrics.json").read_text())
+    assert metrics["test_bits_per_char"] == pytest.approx(metrics["test_loss"] / math.log(2), rel=1e-4)
+    assert json.loads((workdir / "run" / "data_spec.json").read_text())["class_names"] == sorted(set(VERSE))
+    assert "sample after epoch 2" in (workdir / "run" / "train.log").read_text()
+
+    args = ("sample", "run=run", "prime=First", "length=40", "temperature=0.8")
+    first, again, other = (dlx(*args, f"seed={s}", check=True) for s in (1, 1, 2))
+    text = (workdir / "run" / "samples" / "text_seed1_t0.8.txt").read_text()
+    assert text.startswith("First") and len(text) == 45
+    assert text in first.stdout and text in again.stdout  # streamed, and reproducible with a seed
+    assert (workdir / "run" / "samples" / "text_seed2_t0.8.txt").read_text() != text
+
+    proc = dlx("sample", "run=run", "prime=FirstQ", "length=5")
+    assert proc.returncode == 2 and "prime: 'Q' not in the run's vocabulary" in proc.stderr
+
+
+def test_char_rnn_overfits_a_text_and_recites_it_greedily(workdir):
+    from dlx.models.char_rnn import generate
+
+    (workdir / "verse.txt").write_text(VERSE * 20)
+    cfg = tiny_cfg(*SMALL_CHAR, "dataset=tinyshakespeare", "dataset.path=verse.txt", "dataset.seq_length=60",
+                   "trainer.epochs=60", "trainer.batch_size=6", "optimizer.lr=0.01", "trainer.early_stopping.enabled=false")
+    metrics, objects = train(cfg, workdir / "run")
+    assert metrics["test_accuracy"] == 1.0
+    prime = "First"
+    text = generate(objects["model"], objects["data"].spec.class_names, prime, 2 * len(VERSE), temperature=0)
+    assert prime + text == (VERSE * 3)[: len(prime) + 2 * len(VERSE)]
+
+
+def unigram_bits_per_char(train: str, val: str) -> float:
+    counts, vocab = Counter(train), set(train) | set(val)
+    total = len(train) + len(vocab)
+    return -sum(math.log2((counts[c] + 1) / total) for c in val) / len(val)
+
+
+def test_char_rnn_beats_a_unigram_model_on_tiny_shakespeare(workdir):
+    corpus = SHARED_DATA / "tinyshakespeare" / "input.txt"
+    if not corpus.is_file():
+        pytest.skip(f"tiny-shakespeare not found at {corpus} (the ../shared checkout is absent)")
+    text = corpus.read_text()
+    cut = int(len(text) * 0.9)
+    unigram = unigram_bits_per_char(text[:cut], text[cut:])
+    cfg = tiny_cfg("model=char_rnn", "model.layers=1", "model.hidden=128", "model.embedding=32", "model.sample_every=0",
+                   "dataset=tinyshakespeare", f"dataset.path={corpus}", "dataset.subset=2000", "optimizer.lr=0.01",
+                   "optimizer.clipnorm=5", "trainer.epochs=2", "trainer.batch_size=64")
+    metrics, _ = train(cfg, workdir / "run")
+    assert metrics["test_bits_per_char"] < unigram - 1.0, (metrics["test_bits_per_char"], unigram)
+
+
+# --------------------------------------------------------------------------- lstm_rows, lstm_sentiment
+def test_lstm_rows_and_lstm_sentiment_through_the_cli(dlx, workdir):
+    dlx("train", "model=lstm_rows", "model.cell=gru", "model.hidden=32", "dataset=digits", "trainer.epochs=2",
+        "logger=none", run_dir(workdir, "rows"), check=True)
+    assert "test_accuracy" in json.loads((workdir / "rows" / "metrics.json").read_text())
+
+    write_text_folder(workdir / "corpus")
+    dlx("train", "model=lstm_sentiment", "model.hidden=16", "model.embedding=16", "dataset=text_folder",
+        "dataset.path=corpus", "dataset.max_length=30", "dataset.test_size=20", "dataset.val_size=10",
+        "trainer.epochs=8", "trainer.batch_size=16", "optimizer.lr=0.01", "logger=none", run_dir(workdir, "sent"), check=True)
+    metrics = json.loads((workdir / "sent" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9 and metrics["test_auc"] >= 0.9  # two vocabularies: easy to separate
+    proc = dlx("eval", "run=sent", check=True)
+    assert f"{metrics['test_auc']:.4f}" in proc.stdout
+
+    proc = dlx("train", "model=lstm_sentiment", "dataset=digits")
+    assert proc.returncode == 2 and "needs text, but dataset=digits is images" in proc.stderr
+
+
+# --------------------------------------------------------------------------- captioning
+def test_caption_loss_ignores_null_positions():
+    import tensorflow as tf
+
+    from dlx.models.recurrent import MaskedCaptionLoss
+
+    rng = np.random.default_rng(0)
+    y = np.array([[5, 6, 2, 0, 0], [7, 2, 0, 0, 0]])
+    logits = rng.normal(size=(2, 5, 9)).astype(np.float32)
+    changed = logits.copy()
+    changed[y == 0] = rng.normal(size=((y == 0).sum(), 9)) * 10
+    loss = MaskedCaptionLoss(null=0)
+    assert float(loss(y, logits)) == pytest.approx(float(loss(y, changed)), rel=1e-6)
+    # the book's normalisation: summed over real time steps, averaged over captions
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits).numpy()
+    assert float(loss(y, logits)) == pytest.approx((ce * (y != 0)).sum() / 2, rel=1e-5)
+    changed[0, 0, 5] += 1.0  # a real word's target logit does count
+    assert float(loss(y, changed)) != pytest.approx(float(loss(y, logits)), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def caption_run(tmp_path_factory):
+    """The book's overfit check: 50 captions, Adam 5e-3, batch 25, 50 epochs = 100 iterations."""
+    root = tmp_path_factory.mktemp("captions")
+    write_coco(root / "coco", n_train=50, n_val=10)
+    cfg = tiny_cfg("model=captioning", "dataset=coco_captions", f"dataset.path={root / 'coco'}", "optimizer.lr=5e-3",
+                   "trainer.batch_size=25", "trainer.epochs=50", "trainer.early_stopping.enabled=false", "model.bleu_images=10",
+                   "trainer.early_stopping.monitor=loss",  # keep the last weights: the best training loss
+                   "logger=tensorboard")
+    metrics, objects = train(cfg, root / "run")
+    from omegaconf import OmegaConf
+
+    (root / "run" / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(cfg), root / "run" / ".hydra" / "config.yaml")  # what `dlx train` keeps
+    return metrics, objects | {"run": root / "run"}
+
+
+def test_captioning_overfits_fifty_captions(caption_run):
+    metrics, objects = caption_run
+    history, model, data = objects["history"], objects["model"], objects["data"]
+    assert 65 < history["loss"][0] < 85  # ~ log(1004) per word of ~11 words + <END>
+    final = model.evaluate(data.train.x, data.train.y, batch_size=50, verbose=0, return_dict=True)["loss"]
+    assert final < 0.1
+    assert 0.0 <= metrics["test_bleu4"] <= 1.0
+
+    from dlx.models.captioning import Decoder, bleu4
+
+    decoder = Decoder(model, data.spec.class_names)
+    features, captions, _ = data.extra["images"]["train"]
+    got = decoder.decode(features[:5], 1, captions.shape[1] - 1)
+    assert got == [decoder._cut(c[1:]) for c in captions[:5]]  # memorised: greedy decoding recites them
+    assert bleu4(model, data, "train", 50, 1) > 0.95
+
+
+def test_caption_beam_width_one_is_greedy_and_wider_beams_score_at_least_as_well(caption_run):
+    import tensorflow as tf
+
+    from dlx.models.captioning import Decoder
+
+    _, objects = caption_run
+    model, data = objects["model"], objects["data"]
+    decoder = Decoder(model, data.spec.class_names)
+    features = data.extra["images"]["val"][0]
+    greedy = decoder.greedy(features, 16)
+    assert [decoder.beam(f, 1, 16) for f in features] == greedy
+
+    def log_prob(feature, ids):
+        states = decoder._initial(feature[None])
+        total, word = 0.0, decoder.start
+        for token in [*ids, decoder.end]:
+            logits, states = decoder.steps.step(np.array([word], np.int32), states)
+            total += float(tf.nn.log_softmax(tf.cast(logits, tf.float64))[0, token])
+            word = token
+        return total
+
+    ended = [i for i, g in enumerate(greedy) if len(g) < 16][:4]
+    assert ended
+    for i in ended:
+        wide = decoder.beam(features[i], 3, 16)
+        if len(wide) < 16:  # ended with <END> (what log_prob scores)
+            assert log_prob(features[i], wide) >= log_prob(features[i], greedy[i]) - 1e-9
+
+
+def test_captioning_sample_and_bad_files(caption_run, dlx, workdir):
+    run = caption_run[1]["run"]
+    proc = dlx("sample", f"run={run}", "split=train", "n=3", "seed=4", check=True)
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("  generated: ") for line in lines) == 3
+    for i, line in enumerate(lines):  # memorised: each generated caption equals its reference
+        if line.startswith("  generated: "):
+            assert lines[i + 1] == "  reference: " + line[len("  generated: "):]
+    assert (run / "samples" / "captions_train_seed4_beam1.txt").is_file()
+
+    write_coco(workdir / "broken", n_train=5, n_val=2, dim=8, drop="val_image_idxs")
+    proc = dlx("train", "model=captioning", "dataset=coco_captions", "dataset.path=broken", "logger=none", run_dir(workdir, "x"))
+    assert proc.returncode == 2 and "missing key(s) val_image_idxs" in proc.stderr and not (workdir / "x").exists()
