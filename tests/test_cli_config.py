@@ -64,7 +64,7 @@ def test_cnn_layers_are_typed():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["model=foo"], "unknown model 'foo'; choose one of: ae, cnn, dae, dbn, gda, linear_regression, logistic_regression, mlp, naive_bayes, rbm, sdae, softmax, sparse_ae, svm"),
+    (["model=foo"], "unknown model 'foo'; choose one of: ae, captioning, char_rnn, cnn, dae, dbn, gda, linear_regression, logistic_regression, lstm_rows, lstm_sentiment, mlp, naive_bayes, rbm, sdae, softmax, sparse_ae, svm"),
     (["trainer.epochs=abc"], "trainer.epochs: Value 'abc'"),
     (["trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
     (["nope=1"], "Key 'nope' not in 'TrainConfig'"),

@@ -1,8 +1,9 @@
 """experiments/ presets and the book's early-stopping rule."""
 
-import pytest
+import shutil
 
-from conftest import FASHION_DIR, compose
+import pytest
+from conftest import FASHION_DIR, SHARED_DATA, compose
 from dlx.commands.train import plain
 from dlx.config import experiments_dir
 from dlx.training.loop import BookEarlyStopping
@@ -16,6 +17,7 @@ def test_there_are_book_presets_with_tuned_variants():
     assert {"book_gda_cancer", "book_svm_digits", "book_linear_regression_line", "book_logistic_regression_cancer",
             "book_naive_bayes_digits"} <= set(books)
     assert {"book_rbm_mnist", "book_dae_mnist", "book_dae_sigmoid_mnist", "book_sdae_mnist", "book_dbn_mnist"} <= set(books)
+    assert {"book_lstm_mnist", "book_char_rnn", "book_lstm_imdb", "book_captioning_coco"} <= set(books)
     for name in books:
         tags = plain(compose([f"experiment={name}"]))["tags"]
         if "book_pseudo_likelihood" in tags:  # the RBM reports a pseudo-likelihood, not an accuracy
@@ -41,9 +43,11 @@ def test_every_preset_composes(name):
         assert cfg["dataset"]["name"] == "mnist"
         # the dataset can be swapped on the command line (the report runs them on Fashion-MNIST offline)
         assert plain(compose([f"experiment={name}", "dataset=fashion_mnist"]))["dataset"]["name"] == "fashion_mnist"
-    else:  # presets of the classic families, on their own data
-        assert cfg["dataset"]["name"] in ("cancer_synthetic", "digits", "synthetic_line", "breast_cancer")
-        assert cfg["model"]["name"] in ("gda", "svm", "linear_regression", "logistic_regression", "naive_bayes")
+    else:  # presets on their own data
+        assert cfg["dataset"]["name"] in ("cancer_synthetic", "digits", "synthetic_line", "breast_cancer", "tinyshakespeare",
+                                          "imdb", "coco_captions")
+        assert cfg["model"]["name"] in ("gda", "svm", "linear_regression", "logistic_regression", "naive_bayes", "char_rnn",
+                                        "text_classifier", "captioning")
 
 
 def test_book_softmax_preset_is_the_books_setting():
@@ -100,9 +104,19 @@ def test_scores_improve_upwards():
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_report_quick_trains_every_preset(dlx, workdir):
+    corpus = SHARED_DATA / "tinyshakespeare" / "input.txt"
+    if corpus.is_file():  # what `dlx data download tinyshakespeare` would have cached
+        (workdir / "cache" / "tinyshakespeare").mkdir(parents=True)
+        shutil.copy(corpus, workdir / "cache" / "tinyshakespeare" / "input.txt")
     proc = dlx("report", "experiments", "--quick", "--dataset", "fashion_mnist", "--out", str(workdir / "rep"),
-               timeout=900, check=True)
+               timeout=1200, check=True)
     table = (workdir / "rep" / "RESULTS.md").read_text()
     for name in PRESETS:
         assert f"experiment={name}" in table, proc.stdout
     assert (workdir / "rep" / "results.png").is_file()
+    rows = {line.split("`")[1]: line for line in table.splitlines() if line.startswith("| `book_")}
+    # no IMDB download and no COCO features here: those rows say why instead of a number
+    assert "not run: could not download imdb.npz" in rows["book_lstm_imdb"]
+    assert "not run: dataset.path: coco_captions needs" in rows["book_captioning_coco"]
+    if corpus.is_file():
+        assert "(bits/char)" in rows["book_char_rnn"] and "not run" not in rows["book_char_rnn"]

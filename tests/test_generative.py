@@ -318,7 +318,7 @@ def test_sampling_a_classifier_or_mismatched_pretrained_layers_fail_clearly(dlx,
     proc = dlx("sample", "run=mlp")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("dlx sample: error: run=mlp: model=mlp does not generate samples; dlx sample works on runs "
-                                   "of model=autoencoder, rbm, dbn (ae, dae and sparse_ae are autoencoders)")
+                                   "of model=autoencoder, rbm, dbn, char_rnn, captioning (ae, dae and sparse_ae are autoencoders)")
     assert not (workdir / "mlp" / "samples").exists()
 
     dlx("train", "model=dbn", "dataset=digits", "model.hidden=[32,16]", "model.pretrain.epochs=1", "trainer.epochs=1",

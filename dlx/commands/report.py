@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -66,6 +67,10 @@ def run_preset(name: str, data: list[str], extra: list[str], run_dir: Path) -> d
         capture_output=True, text=True,
     )
     wall = time.perf_counter() - t0
+    if proc.returncode == 2:  # its data is not available here, or a config error: a row saying so
+        error = proc.stderr.strip().splitlines()[-1].removeprefix("dlx train: error: ")
+        print(f"  {name:<32} not run: {error}", flush=True)
+        return {"error": error, "epochs_run": 0, "wall_seconds": wall, "command": " ".join(command)}
     if proc.returncode != 0:
         raise DlxError(f"experiment={name} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -74,10 +79,17 @@ def run_preset(name: str, data: list[str], extra: list[str], run_dir: Path) -> d
     return metrics | {"wall_seconds": wall, "command": " ".join(command)}
 
 
+SCORES = (("test_bits_per_char", "bits/char"), ("test_bleu4", "BLEU-4"), ("test_accuracy", "test accuracy"),
+          ("test_r2", "test R^2"), ("test_pseudo_likelihood", "test pseudo-likelihood"))
+
+
 def score(metrics: dict) -> tuple[str, float]:
-    """The number a row shows: test accuracy; test R^2 for regression; the test pseudo-likelihood
-    of an RBM; an autoencoder's test reconstruction loss."""
-    for key, name in (("test_accuracy", "test accuracy"), ("test_r2", "test R^2"), ("test_pseudo_likelihood", "test pseudo-likelihood")):
+    """The number a row shows: a char-RNN's validation bits per character, a captioner's BLEU-4,
+    test accuracy; test R^2 for regression; the test pseudo-likelihood of an RBM; an autoencoder's
+    test reconstruction loss."""
+    if "error" in metrics:
+        return "not run", math.nan
+    for key, name in SCORES:
         if key in metrics:
             return name, metrics[key]
     return "test reconstruction loss", metrics["test_loss"]
@@ -92,7 +104,7 @@ def book_number(tags: dict):
 
 
 def on_chart(row: dict) -> bool:
-    return row["metric"] in ("test accuracy", "test R^2")
+    return row["metric"] in ("test accuracy", "test R^2") and not (math.isnan(row["dlx"]) or math.isnan(row["tuned"]))
 
 
 def chart(rows: list[dict], path: Path, data_note: str) -> None:
@@ -159,7 +171,9 @@ def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path
         "The book's numbers are MNIST test accuracies (the RBM's: its pseudo-likelihood); where the data differs, "
         "compare dlx's two columns with each other, not with the book. Rows scored otherwise than by accuracy say "
         "so in the data column: R^2 (regression), pseudo-likelihood (RBM, higher is better), reconstruction loss "
-        "(autoencoders: cross-entropy summed over the pixels, lower is better).",
+        "(autoencoders: cross-entropy summed over the pixels, lower is better), bits per character on the validation "
+        "text (char-RNN, lower is better), BLEU-4 (captioning). A row whose data is not available on this machine says "
+        "so instead of a number.",
         "",
         "| preset | data | book | dlx, book settings | dlx tuned | epochs (book / tuned) | wall time (book / tuned) |",
         "|---|---|---|---|---|---|---|",
@@ -167,9 +181,10 @@ def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path
     for r in rows:
         b, t = results[r["preset"]], results[r["tuned_name"]]
         book = f"{r['book']:.4f} ({r['book_note']})" if r["book"] is not None else "none reported"
-        data = r["data"] + ("" if r["metric"] == "test accuracy" else f" ({r['metric']})")
+        data = r["data"] + ("" if r["metric"] in ("test accuracy", "not run") else f" ({r['metric']})")
+        shown = [f"not run: {run['error']}" if "error" in run else f"{value:.4f}" for run, value in ((b, r["dlx"]), (t, r["tuned"]))]
         lines.append(
-            f"| `{r['preset']}` / `{r['tuned_name']}` | {data} | {book} | {r['dlx']:.4f} | {r['tuned']:.4f} | "
+            f"| `{r['preset']}` / `{r['tuned_name']}` | {data} | {book} | {shown[0]} | {shown[1]} | "
             f"{b['epochs_run']} / {t['epochs_run']} | {b['wall_seconds']:.0f} s / {t['wall_seconds']:.0f} s |"
         )
     lines += ["", "Commands that produced each number:", ""]
