@@ -121,3 +121,23 @@ def test_cli_download_checksum_failure_exits_2(server, dlx, workdir):
     assert "sha256 mismatch" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not any((workdir / "cache").rglob("train-*"))
+
+
+def test_tinyshakespeare_downloads_with_its_published_sha256(tmp_path, dlx, workdir):
+    """`dlx data download tinyshakespeare` from a local mirror of the shared corpus, checked against
+    the sha256 dlx publishes for karpathy/char-rnn's input.txt."""
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
+    if not corpus.is_file():
+        pytest.skip(f"tiny-shakespeare not found at {corpus} (the ../shared checkout is absent)")
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "input.txt").write_bytes(corpus.read_bytes())
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        dlx("data", "download", "tinyshakespeare", "--mirror", f"http://127.0.0.1:{httpd.server_address[1]}/", check=True)
+    finally:
+        httpd.shutdown()
+    cached = workdir / "cache" / "tinyshakespeare" / "input.txt"
+    assert cached.stat().st_size == 1115394
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == REMOTES["tinyshakespeare"][0].digest
