@@ -120,3 +120,20 @@ def test_report_quick_trains_every_preset(dlx, workdir):
     assert "not run: dataset.path: coco_captions needs" in rows["book_captioning_coco"]
     if corpus.is_file():
         assert "(bits/char)" in rows["book_char_rnn"] and "not run" not in rows["book_char_rnn"]
+
+
+def test_report_rows_read_back_for_only_reruns(tmp_path):
+    """`--only` keeps the other rows of the last RESULTS.md: a table line reads back as it was written."""
+    from dlx.commands.report import previous_rows, table_line
+
+    row = {"preset": "book_char_rnn", "tuned_name": "dlx_char_rnn", "book": None, "book_note": "", "data": "tinyshakespeare",
+           "metric": "bits/char", "dlx": 2.3456, "tuned": 1.9876}
+    book = {"epochs_run": 5, "wall_seconds": 61.2, "command": "dlx train experiment=book_char_rnn"}
+    tuned = {"error": "could not download input.txt", "epochs_run": 0, "wall_seconds": 1.0, "command": "dlx train experiment=dlx_char_rnn"}
+    line = table_line(row, book, tuned)
+    (tmp_path / "RESULTS.md").write_text(f"# x\n\n{line}\n\n- `{book['command']}`\n- `{tuned['command']}`\n- `dlx train experiment=other`\n")
+    back = previous_rows(tmp_path / "RESULTS.md")["book_char_rnn"]
+    assert "not run: could not download input.txt" in line and back["line"] == line
+    assert (back["metric"], back["book"], back["dlx"]) == ("bits/char", None, 2.3456)
+    assert back["tuned"] != back["tuned"]  # not run: NaN, kept off the chart
+    assert back["commands"] == [book["command"], tuned["command"]]

@@ -114,6 +114,27 @@ def test_char_rnn_trains_and_samples_through_the_cli(dlx, workdir):
 
     proc = dlx("sample", "run=run", "prime=FirstQ", "length=5")
     assert proc.returncode == 2 and "prime: 'Q' not in the run's vocabulary" in proc.stderr
+    proc = dlx("predict", "run=run", "inputs=verse.txt")
+    assert proc.returncode == 2 and "use dlx sample" in proc.stderr
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_step_by_step_generation_matches_the_whole_sequence_model(cell):
+    """The stepper's logits after each character equal the trained model's on the whole sequence."""
+    from types import SimpleNamespace
+
+    from dlx.models import char_rnn
+
+    spec = SimpleNamespace(num_classes=11)
+    reg = SimpleNamespace(l1=0.0, l2=0.0, dropout=0.0)
+    model = char_rnn.build(SimpleNamespace(cell=cell, layers=2, hidden=8, embedding=4), reg, spec)
+    ids = np.random.default_rng(0).integers(0, 11, size=(1, 9)).astype(np.int32)
+    whole = model(ids).numpy()[0]
+    steps = char_rnn.stepper(model)
+    states = steps.zero_states(1)
+    for t in range(ids.shape[1]):
+        logits, states = steps.step(ids[:, t], states)
+        np.testing.assert_allclose(logits.numpy()[0], whole[t], rtol=1e-4, atol=1e-5)
 
 
 def test_char_rnn_overfits_a_text_and_recites_it_greedily(workdir):
@@ -163,6 +184,9 @@ def test_lstm_rows_and_lstm_sentiment_through_the_cli(dlx, workdir):
     assert metrics["test_accuracy"] >= 0.9 and metrics["test_auc"] >= 0.9  # two vocabularies: easy to separate
     proc = dlx("eval", "run=sent", check=True)
     assert f"{metrics['test_auc']:.4f}" in proc.stdout
+    (workdir / "doc.txt").write_text("The striker scored a late goal and the team won the cup.")
+    proc = dlx("predict", "run=sent", "inputs=doc.txt", check=True)  # tokenised and padded like training
+    assert proc.stdout.split()[1] == "sport"
 
     proc = dlx("train", "model=lstm_sentiment", "dataset=digits")
     assert proc.returncode == 2 and "needs text, but dataset=digits is images" in proc.stderr
@@ -260,6 +284,12 @@ def test_captioning_sample_and_bad_files(caption_run, dlx, workdir):
         if line.startswith("  generated: "):
             assert lines[i + 1] == "  reference: " + line[len("  generated: "):]
     assert (run / "samples" / "captions_train_seed4_beam1.txt").is_file()
+
+    write_coco(workdir / "tiny", n_train=20, n_val=5, vocab_size=50, dim=16, per_image=2)
+    dlx("train", "model=captioning", "model.cell=rnn", "model.hidden=16", "model.embedding=8", "dataset=coco_captions",
+        "dataset.path=tiny", "trainer.epochs=2", "trainer.batch_size=8", "logger=none", run_dir(workdir, "cap"), check=True)
+    assert 0 <= json.loads((workdir / "cap" / "metrics.json").read_text())["test_bleu4"] <= 1
+    assert "val_bleu4" in dlx("eval", "run=cap", "split=val", check=True).stdout
 
     write_coco(workdir / "broken", n_train=5, n_val=2, dim=8, drop="val_image_idxs")
     proc = dlx("train", "model=captioning", "dataset=coco_captions", "dataset.path=broken", "logger=none", run_dir(workdir, "x"))

@@ -1,7 +1,8 @@
 """`dlx predict run=DIR inputs=...`: run a trained model on new inputs, prepared like its training data.
 
 What `inputs` holds follows the run's data: image files for image datasets, CSV rows of raw
-feature values (or .npy arrays) for tabular ones, .txt documents for text ones.
+feature values (or .npy arrays) for tabular ones, .txt documents for text ones (as word counts,
+or as padded word ids for the models that read word order).
 """
 
 from __future__ import annotations
@@ -44,19 +45,24 @@ def read_rows(path: Path, width: int) -> np.ndarray:
     return rows
 
 
-def prepare(files: list[Path], spec: DataSpec) -> tuple[np.ndarray, list[str]]:
+def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarray, list[str]]:
     """Input files -> (a model-ready batch, a label per example); every file is read before any
-    model is loaded."""
+    model is loaded. `dataset`: the run's dataset config (padding of word ids)."""
     if spec.kind == "image":
         raw = np.stack([preprocess(read_grey(f), spec) for f in files])
         return scale(raw, spec).reshape((-1, *spec.input_shape)), [str(f) for f in files]
-    if spec.kind == "text":
+    if spec.kind in ("text", "words"):
+        from dlx.data.sequences import pad
         from dlx.data.text import tokenize, vectorize
 
-        if not spec.feature_names:
+        if not spec.feature_names or any(n.startswith("<rank ") for n in spec.feature_names):
             raise DlxError(f"run trained on {spec.name} without its word index; text cannot be mapped to its vocabulary")
         docs = [tokenize(f.read_text(encoding="utf-8", errors="replace")) for f in files]
-        return scale(vectorize(docs, spec.feature_names), spec), [str(f) for f in files]
+        if spec.kind == "text":
+            return scale(vectorize(docs, spec.feature_names), spec), [str(f) for f in files]
+        index = {w: i for i, w in enumerate(spec.feature_names)}  # <pad> 0, <unk> 1, words 2..
+        ids = [[index.get(w, 1) for w in doc] for doc in docs]
+        return pad(ids, dataset["max_length"], dataset["padding"], dataset["truncating"]), [str(f) for f in files]
     width = spec.input_shape[0]
     blocks = [read_rows(f, width) for f in files]
     names = [f"{f}:{i + 1}" for f, b in zip(files, blocks) for i in range(len(b))]
@@ -71,9 +77,12 @@ def predict(run: str, inputs: str, top_k: int = 1) -> list[dict]:
     if getattr(SCHEMAS["model"].get(name), "task", "") == "unsupervised":
         raise DlxError(f"run={run}: model={name} learned no labels to predict; draw from it with dlx sample run={run}")
     spec = DataSpec.load(path / "data_spec.json")
+    if spec.kind in ("chars", "captions"):
+        raise DlxError(f"run={run}: model={name} generates {'text' if spec.kind == 'chars' else 'captions'} rather than "
+                       f"classifying files; use dlx sample run={run}")
     if spec.task == "classification" and not 1 <= top_k <= spec.num_classes:
         raise DlxError(f"top_k: expected 1..{spec.num_classes}, got {top_k}")
-    batch, names = prepare(expand_inputs(inputs), spec)
+    batch, names = prepare(expand_inputs(inputs), spec, cfg["dataset"])
     from dlx.training import device
 
     device.configure(cfg["trainer"]["device"])
