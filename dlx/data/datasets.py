@@ -190,6 +190,10 @@ LOADERS: dict[str, Callable] = {
 }
 
 
+SPLITS_ITSELF: set[str] = set()  # loaders returning a finished Data (their own splits)
+TEXT: set[str] = set()  # loaders that can give word ids instead of word counts
+
+
 def _register_other_kinds() -> None:
     from dlx.data import sequences, tabular, text
 
@@ -197,6 +201,8 @@ def _register_other_kinds() -> None:
         LOADERS.update(module.LOADERS)
         DESCRIPTIONS.update(module.DESCRIPTIONS)
         REMOTES.update(getattr(module, "REMOTES", {}))
+    SPLITS_ITSELF.update(sequences.LOADERS)
+    TEXT.update(text.LOADERS)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -236,25 +242,22 @@ def load(cfg, words: bool = False) -> Data:
     text datasets as padded word-id sequences rather than word counts (see dlx/data/text.py)."""
     if cfg.name not in LOADERS:
         raise DlxError(f"dataset.name: unknown dataset '{cfg.name}'; choose one of: {', '.join(LOADERS)}")
-    loader = LOADERS[cfg.name]
-    if loader.__module__.endswith(".sequences"):  # these split themselves
-        data = loader(cfg)
+    if cfg.subset is not None and cfg.subset <= 0:
+        raise DlxError(f"dataset.subset: expected a positive count or null, got {cfg.subset}")
+    if cfg.name in SPLITS_ITSELF:
+        data = LOADERS[cfg.name](cfg)
         if cfg.subset is not None:
-            if cfg.subset <= 0:
-                raise DlxError(f"dataset.subset: expected a positive count or null, got {cfg.subset}")
             data.train = Split(_head(data.train.x, cfg.subset), data.train.y[: cfg.subset])
         _summary(cfg.name, data)
         return data
-    kwargs = {"words": True} if words and loader.__module__.endswith(".text") else {}
-    (x_train, y_train), (x_test, y_test), spec, source = loader(cfg, **kwargs)
+    kwargs = {"words": True} if words and cfg.name in TEXT else {}
+    (x_train, y_train), (x_test, y_test), spec, source = LOADERS[cfg.name](cfg, **kwargs)
     if not 0 < cfg.val_size < len(x_train):
         raise DlxError(f"dataset.val_size: expected 1..{len(x_train) - 1} for {cfg.name}, got {cfg.val_size}")
     # book convention: the validation set is the *last* val_size training examples
     x_val, y_val = x_train[-cfg.val_size :], y_train[-cfg.val_size :]
     x_train, y_train = x_train[: -cfg.val_size], y_train[: -cfg.val_size]
     if cfg.subset is not None:
-        if cfg.subset <= 0:
-            raise DlxError(f"dataset.subset: expected a positive count or null, got {cfg.subset}")
         x_train, y_train = x_train[: cfg.subset], y_train[: cfg.subset]
 
     spec.scaling = "none" if spec.kind == "words" else str(cfg.scaling)  # ids are not scaled
