@@ -185,8 +185,8 @@ def write(rounds, rows: dict, args) -> None:
         " first, pooled, median of the faster half (epochs of both programs run at one of two speeds on this shared machine,"
         f" the slower about twice as long; all of them are listed below). Sampling: {args.sample:,} characters at temperature 1"
         " after a 20-character warm-up, best of the rounds; the plain script calls a"
-        " stateful batch-1 copy of the model once per character (dlx's default steps_per_execution 16, the plain script Keras'"
-        " default 1).",
+        " stateful batch-1 copy of the model once per character. Both train with steps_per_execution 1 (dlx's choice for"
+        " recurrent models, Keras' default).",
         "",
         "| | characters trained / s | characters sampled / s |",
         "|---|---:|---:|",

@@ -162,6 +162,10 @@ class Family:
     # ids; text datasets are loaded that way for it), chars (a character corpus), captions
     kinds: ClassVar[tuple] = ("image", "tabular", "text")
     generates: ClassVar[bool] = False  # `dlx sample` draws from its runs
+    # batches per tf.function call when trainer.steps_per_execution is null: 16 cuts the per-step
+    # overhead of small feed-forward models ~2x; a recurrent step is a loop already, and measured
+    # ~5 % slower inside another one (benchmarks/results/sequence.md)
+    steps_per_execution: ClassVar[int] = 16
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:
@@ -176,6 +180,15 @@ DATA_HINTS = {"chars": " (use model=char_rnn)", "captions": " (use model=caption
 MODEL_HINTS = {"image": " (try model=mlp)", "words": " (text datasets: imdb, reuters, text_folder)",
                "chars": " (dataset=tinyshakespeare, or any UTF-8 file as dataset.path)",
                "captions": " (dataset=coco_captions dataset.path=DIR)"}
+
+
+def steps_per_execution(trainer, model_name: str) -> int:
+    """trainer.steps_per_execution, or the family's choice when it is null."""
+    chosen = trainer["steps_per_execution"] if isinstance(trainer, dict) else trainer.steps_per_execution
+    if chosen is None:
+        return getattr(SCHEMAS["model"].get(model_name), "steps_per_execution", 16)
+    positive("trainer.steps_per_execution", chosen, "a positive number of batches or null")
+    return chosen
 
 
 def reads_words(model_name: str) -> bool:
@@ -503,6 +516,8 @@ class CharRNNConfig(Family):
     kinds: ClassVar[tuple] = ("chars",)
     generates: ClassVar[bool] = True
 
+    steps_per_execution: ClassVar[int] = 1
+
     name: str = "char_rnn"
     cell: Cell = Cell.lstm
     layers: int = 2
@@ -527,6 +542,8 @@ class LSTMRowsConfig(Family):
 
     kinds: ClassVar[tuple] = ("image",)
 
+    steps_per_execution: ClassVar[int] = 1
+
     name: str = "lstm_rows"
     cell: Cell = Cell.lstm
     hidden: int = 128
@@ -541,6 +558,8 @@ class TextClassifierConfig(Family):
     """Word ids -> embedding -> (bidirectional) LSTM/GRU -> softmax; `lstm_sentiment` is its preset."""
 
     kinds: ClassVar[tuple] = ("words",)
+
+    steps_per_execution: ClassVar[int] = 1
 
     name: str = "text_classifier"
     cell: Cell = Cell.lstm
@@ -560,6 +579,8 @@ class CaptioningConfig(Family):
 
     kinds: ClassVar[tuple] = ("captions",)
     generates: ClassVar[bool] = True
+
+    steps_per_execution: ClassVar[int] = 1
 
     name: str = "captioning"
     cell: Cell = Cell.lstm
@@ -639,8 +660,9 @@ class TrainerConfig:
     batch_size: int = 128
     seed: int = 42
     device: Device = Device.auto
-    # batches run per tf.function call; > 1 cuts Python overhead per step (see benchmarks/)
-    steps_per_execution: int = 16
+    # batches run per tf.function call; > 1 cuts Python overhead per step (see benchmarks/);
+    # null = the family's `steps_per_execution` (16, recurrent families 1)
+    steps_per_execution: Optional[int] = None
     # XLA-compile the train step; null = Keras' "auto"
     jit_compile: Optional[bool] = None
     shuffle: bool = True

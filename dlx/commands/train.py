@@ -65,6 +65,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
     with discard_run_dir_on_error(run_dir):
         data = datasets.load(c.dataset, config.reads_words(c.model.name))  # no TensorFlow yet: bad data and bad combinations fail fast
         config.check_model(c.model, c.regularization, c.optimizer, data)
+        steps_per_execution = config.steps_per_execution(c.trainer, c.model.name)
         from dlx import models
         from dlx.training import device, optim
 
@@ -87,7 +88,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         model, data.spec,
         optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
         # a few large steps gain nothing from running several per call, and pay for tracing them
-        steps_per_execution=c.trainer.steps_per_execution if gradients else 1,
+        steps_per_execution=steps_per_execution if gradients else 1,
         jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
     )
     data.spec.save(run_dir / "data_spec.json")

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dlx.config import steps_per_execution
 from dlx.errors import DlxError
 
 log = logging.getLogger(__name__)
@@ -374,7 +375,7 @@ def pretrain(model: keras.Model, data, trainer, run_dir: Path, sink=None) -> flo
         for i, units in enumerate(pre.sizes, 1):
             prefix = f"pretrain/layer{i}"
             stage = pre.make_stage(i, x_train.shape[1], units)
-            models.compile(stage, data.spec, keras.optimizers.SGD(pre.lr), trainer["steps_per_execution"])
+            models.compile(stage, data.spec, keras.optimizers.SGD(pre.lr), steps_per_execution(trainer, model.name))
             if hasattr(stage, "data_init"):
                 stage.data_init(x_train)
             log.info("%s: %s %d-%d, %d epochs, SGD lr %g", prefix, type(stage).__name__, x_train.shape[1], units, pre.epochs, pre.lr)
