@@ -2,7 +2,7 @@
 
 1. char-RNN on tiny-shakespeare, dlx against a plain Keras script of the same model (embedding 64,
    2 x LSTM 256, next-character logits; Adam 2e-3, batch 64, windows of 100 characters, the same
-   windows), in the same run:
+   windows, the same loss and metrics: accuracy and dlx's bits-per-character metric), in the same run:
    - characters trained per second: the training part of each epoch (epoch time minus the
      validation pass), over the epochs after each round's first (which also traces the step) of
      `--rounds` alternating rounds, pooled: the median of the faster half. On this shared
@@ -86,8 +86,12 @@ def plain_char(data, epochs: int, n_sample: int):
             x = keras.layers.LSTM(CHAR["hidden"], return_sequences=True, stateful=stateful)(x)
         return keras.Model(inputs, keras.layers.Dense(vocab)(x))
 
+    from dlx.models.recurrent import BitsPerChar
+
     model = network()
-    model.compile(keras.optimizers.Adam(CHAR["lr"]), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # the same work per step as dlx: its loss and its two metrics
+    model.compile(keras.optimizers.Adam(CHAR["lr"]), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"), BitsPerChar()])
     times: list[float] = []
 
     class Timer(keras.callbacks.Callback):
@@ -186,7 +190,7 @@ def write(rounds, rows: dict, args) -> None:
         f" the slower about twice as long; all of them are listed below). Sampling: {args.sample:,} characters at temperature 1"
         " after a 20-character warm-up, best of the rounds; the plain script calls a"
         " stateful batch-1 copy of the model once per character. Both train with steps_per_execution 1 (dlx's choice for"
-        " recurrent models, Keras' default).",
+        " recurrent models, Keras' default) and compute the same metrics (accuracy, bits per character).",
         "",
         "| | characters trained / s | characters sampled / s |",
         "|---|---:|---:|",

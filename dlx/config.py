@@ -163,8 +163,8 @@ class Family:
     kinds: ClassVar[tuple] = ("image", "tabular", "text")
     generates: ClassVar[bool] = False  # `dlx sample` draws from its runs
     # batches per tf.function call when trainer.steps_per_execution is null: 16 cuts the per-step
-    # overhead of small feed-forward models ~2x; a recurrent step is a loop already, and measured
-    # ~5 % slower inside another one (benchmarks/results/sequence.md)
+    # overhead of small feed-forward models ~2x; recurrent families use 1: their step is a loop
+    # already, the char-RNN's measured ~5 % slower at 16 and lstm_rows' the same either way
     steps_per_execution: ClassVar[int] = 16
 
     @staticmethod

@@ -81,12 +81,14 @@ class TextSamples(keras.callbacks.Callback):
     def __init__(self, vocabulary: list[str], every: int, length: int, log_dir: Path | None, seed: int):
         super().__init__()
         self.vocabulary, self.every, self.length, self.log_dir, self.seed = vocabulary, every, length, log_dir, seed
-        self.writer = None
+        self.writer, self.steps = None, None
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        text = generate(self.model, self.vocabulary, default_prime(self.vocabulary), self.length, 0.8, seed=self.seed + epoch)
+        self.steps = self.steps or stepper(self.model)  # traced once, reads the current weights
+        text = generate(self.model, self.vocabulary, default_prime(self.vocabulary), self.length, 0.8, seed=self.seed + epoch,
+                        steps=self.steps)
         log.info("sample after epoch %d (temperature 0.8):\n%s", epoch + 1, text)
         if self.log_dir is not None:
             import tensorflow as tf
