@@ -163,8 +163,7 @@ class Family:
     kinds: ClassVar[tuple] = ("image", "tabular", "text")
     generates: ClassVar[bool] = False  # `dlx sample` draws from its runs
     # batches per tf.function call when trainer.steps_per_execution is null: 16 cuts the per-step
-    # overhead of small feed-forward models ~2x; recurrent families use 1: their step is a loop
-    # already, the char-RNN's measured ~5 % slower at 16 and lstm_rows' the same either way
+    # overhead of small feed-forward models ~2x (RecurrentFamily: 1)
     steps_per_execution: ClassVar[int] = 16
 
     @staticmethod
@@ -182,23 +181,28 @@ MODEL_HINTS = {"image": " (try model=mlp)", "words": " (text datasets: imdb, reu
                "captions": " (dataset=coco_captions dataset.path=DIR)"}
 
 
+def family_schema(model_name: str) -> Any:
+    """The schema class of `model=<model_name>` (its ClassVars say what the family needs)."""
+    return SCHEMAS["model"].get(model_name, Family)
+
+
 def steps_per_execution(trainer, model_name: str) -> int:
     """trainer.steps_per_execution, or the family's choice when it is null."""
     chosen = trainer["steps_per_execution"] if isinstance(trainer, dict) else trainer.steps_per_execution
     if chosen is None:
-        return getattr(SCHEMAS["model"].get(model_name), "steps_per_execution", 16)
+        return family_schema(model_name).steps_per_execution
     positive("trainer.steps_per_execution", chosen, "a positive number of batches or null")
     return chosen
 
 
 def reads_words(model_name: str) -> bool:
     """Does this family read text datasets as word-id sequences (rather than word counts)?"""
-    return "words" in getattr(SCHEMAS["model"].get(model_name), "kinds", ())
+    return "words" in family_schema(model_name).kinds
 
 
 def check_model(cfg, reg, optimizer, data) -> None:
     """Can `model=cfg.name` train on this data with this penalty and optimizer? Raises DlxError."""
-    family: Any = SCHEMAS["model"].get(cfg.name, Family)
+    family = family_schema(cfg.name)
     spec = data.spec
     if family.task != "unsupervised" and spec.task != family.task:
         kind = "a classifier" if family.task == "classification" else "a regression model"
@@ -502,6 +506,12 @@ class SDAEConfig(Family):
             raise DlxError(f"model.pretrain.corruption: expected fractions in [0, 1), got {list(levels)}")
 
 
+class RecurrentFamily(Family):
+    # a recurrent step is a loop already: inside Keras' 16-step loop the char-RNN's measured ~5 %
+    # slower, lstm_rows' the same either way
+    steps_per_execution: ClassVar[int] = 1
+
+
 def check_recurrent(family: str, cfg, reg) -> None:
     check_penalties(family, reg, ("l1", "l2", "dropout"))
     positive("model.hidden", cfg.hidden, "a positive number of units")
@@ -510,13 +520,11 @@ def check_recurrent(family: str, cfg, reg) -> None:
 
 
 @dataclass
-class CharRNNConfig(Family):
+class CharRNNConfig(RecurrentFamily):
     """Character-level language model: embedding -> `layers` recurrent layers -> next-character logits."""
 
     kinds: ClassVar[tuple] = ("chars",)
     generates: ClassVar[bool] = True
-
-    steps_per_execution: ClassVar[int] = 1
 
     name: str = "char_rnn"
     cell: Cell = Cell.lstm
@@ -537,12 +545,10 @@ class CharRNNConfig(Family):
 
 
 @dataclass
-class LSTMRowsConfig(Family):
+class LSTMRowsConfig(RecurrentFamily):
     """An image read as a sequence of its rows (28 steps of 28 pixels for MNIST) by one recurrent layer."""
 
     kinds: ClassVar[tuple] = ("image",)
-
-    steps_per_execution: ClassVar[int] = 1
 
     name: str = "lstm_rows"
     cell: Cell = Cell.lstm
@@ -554,12 +560,10 @@ class LSTMRowsConfig(Family):
 
 
 @dataclass
-class TextClassifierConfig(Family):
+class TextClassifierConfig(RecurrentFamily):
     """Word ids -> embedding -> (bidirectional) LSTM/GRU -> softmax; `lstm_sentiment` is its preset."""
 
     kinds: ClassVar[tuple] = ("words",)
-
-    steps_per_execution: ClassVar[int] = 1
 
     name: str = "text_classifier"
     cell: Cell = Cell.lstm
@@ -574,13 +578,11 @@ class TextClassifierConfig(Family):
 
 
 @dataclass
-class CaptioningConfig(Family):
+class CaptioningConfig(RecurrentFamily):
     """Image features -> initial hidden state; words -> embedding -> RNN/LSTM -> next-word logits."""
 
     kinds: ClassVar[tuple] = ("captions",)
     generates: ClassVar[bool] = True
-
-    steps_per_execution: ClassVar[int] = 1
 
     name: str = "captioning"
     cell: Cell = Cell.lstm

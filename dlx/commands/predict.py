@@ -71,10 +71,10 @@ def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarra
 
 def predict(run: str, inputs: str, top_k: int = 1) -> list[dict]:
     path, cfg = open_run(run)
-    from dlx.config import SCHEMAS
+    from dlx.config import family_schema
 
     name = cfg["model"]["name"]
-    if getattr(SCHEMAS["model"].get(name), "task", "") == "unsupervised":
+    if family_schema(name).task == "unsupervised":
         raise DlxError(f"run={run}: model={name} learned no labels to predict; draw from it with dlx sample run={run}")
     spec = DataSpec.load(path / "data_spec.json")
     if spec.kind in ("chars", "captions"):
