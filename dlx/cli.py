@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 # command -> one-line description; hydra commands compose conf/<command>.yaml
 HYDRA_COMMANDS = {
@@ -20,6 +21,7 @@ HYDRA_COMMANDS = {
 OTHER_COMMANDS = {
     "data": "list or download datasets: dlx data list | dlx data download mnist",
     "report": "run the book presets, write a results table: dlx report experiments [--quick]",
+    "runs": "a sweep's jobs (or a folder of runs) as a table, best first: dlx runs multirun/DATE/TIME",
 }
 
 
@@ -75,15 +77,70 @@ def _describe_config_error(exc: BaseException) -> str:
     return first.rstrip(".")
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def resume_args(args: list[str]) -> list[str]:
+    """`dlx train resume=DIR [overrides]`: the run's own overrides, then the given ones, with its
+    directory as the run directory. The composed config must equal the one the run was started
+    with (a resumed run keeps its config); checked here, before anything is written."""
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    from dlx import config
+    from dlx.commands.train import plain
+    from dlx.errors import DlxError
+
+    value = next(a.split("=", 1)[1] for a in args if a.startswith("resume="))
+    if value.lower() in ("true", "false", "null", ""):
+        raise DlxError(f"resume={value}: resume=true is for re-running a sweep (-m); to continue one run give its directory: resume=DIR")
+    run = Path(value).expanduser()
+    saved_file = run / ".hydra" / "config.yaml"
+    if not saved_file.is_file():
+        raise DlxError(f"resume={value}: not a dlx train run directory (no .hydra/config.yaml)")
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    if "trainer" not in saved:
+        raise DlxError(f"resume={value}: not a dlx train run directory (its config has no trainer)")
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    before = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    before = [o for o in before or [] if not o.startswith("resume=")]
+    task = before + [a for a in args if not a.startswith(("hydra.", "hydra/", "-")) and a not in before]
+    with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
+        composed = plain(compose(config_name="train", overrides=task))
+    changed = [k for k in sorted(set(_flat(composed)) | set(_flat(saved)))
+               if k != "resume" and _flat(composed).get(k) != _flat(saved).get(k)]
+    if changed:
+        k = changed[0]
+        raise DlxError(f"resume={value}: the config differs from the run's at {k} ({_flat(saved).get(k)!r} -> {_flat(composed).get(k)!r}); "
+                       "a resumed run keeps the config it was started with")
+    return task + [f"hydra.run.dir={run}"] + [a for a in args if a.startswith(("hydra.", "hydra/", "-"))]
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out: dict = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
 def run_hydra(command: str, args: list[str]) -> int:
     import hydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from dlx import config
-    from dlx.errors import DlxError
+    from dlx.errors import DlxError, Preempted
 
     config.register()
+    if command == "train" and any(a.startswith("resume=") for a in args) and not any(a in MULTIRUN_FLAGS for a in args):
+        try:
+            args = resume_args(args)
+        except DlxError as exc:
+            return _error(command, str(exc))
+        except (HydraException, OmegaConfBaseException) as exc:
+            return _error(command, _describe_config_error(exc))
     user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # let exceptions reach us instead of Hydra's multi-line report + exit 1
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -115,6 +172,9 @@ def run_hydra(command: str, args: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"dlx {command}: interrupted", file=sys.stderr)
         return 130
+    except Preempted as exc:
+        print(f"dlx {command}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     finally:
         sys.argv = saved_argv
         if not user_wants_traces:

@@ -49,6 +49,32 @@ class Device(Enum):
     gpu = "gpu"
 
 
+class Strategy(Enum):
+    default = "default"  # one device
+    mirrored = "mirrored"  # tf.distribute.MirroredStrategy: one replica per visible GPU, in one job
+
+
+class Precision(Enum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"  # float16 compute, float32 variables (GPU only; CPU falls back to float32)
+
+
+class Direction(Enum):
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class Sampler(Enum):
+    tpe = "tpe"
+    random = "random"
+
+
+class Pruner(Enum):
+    none = "none"
+    median = "median"  # stop a trial whose value at epoch k is worse than the median of earlier trials at k
+    halving = "halving"  # successive halving (asynchronous)
+
+
 class StopRule(Enum):
     epochs = "epochs"  # keras EarlyStopping: `patience` epochs without a `min_delta` improvement
     book = "book"  # the textbook's rule: validate every N batches, patience counted in batches
@@ -671,6 +697,12 @@ class TrainerConfig:
     # best/last checkpoints are kept in memory every epoch and written at most this often (and at the end)
     checkpoint_interval_s: float = 60.0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # GPU indices this run may use (null = every visible GPU; in a parallel sweep, one GPU per job)
+    devices: Optional[List[int]] = None
+    # bit-identical results for the same seed on CPU (tf.config.experimental.enable_op_determinism; slower)
+    deterministic: bool = False
+    strategy: Strategy = Strategy.default
+    precision: Precision = Precision.float32
     progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal
 
 
@@ -690,6 +722,31 @@ class LoggerConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
+# --------------------------------------------------------------------------- sweeps
+@dataclass
+class SweepConfig:
+    """An Optuna search run by dlx's Hydra sweeper (hydra_plugins/dlx_optuna_sweeper)."""
+
+    name: str = MISSING
+    # what the search optimises: trainer.early_stopping.monitor's best value; direction null =
+    # maximize for scores (accuracy, AUC, ...), minimize for losses
+    direction: Optional[Direction] = None
+    n_trials: int = 20
+    n_jobs: int = 1  # trials launched together (run in parallel by a parallel launcher)
+    sampler: Sampler = Sampler.tpe
+    seed: int = 0
+    pruner: Pruner = Pruner.none
+    startup_trials: int = 2  # pruner=median: trials that are never pruned, to build the median
+    warmup_epochs: int = 1  # pruner=median: epochs of every trial that are never pruned
+    # null = sqlite:///<sweep dir>/optuna.db; an RDB URL (postgresql://...) for jobs on many hosts
+    storage: Optional[str] = None
+    resume: bool = False  # continue the study in hydra.sweep.dir (finished trials kept)
+    # search space: config key -> {type: float|int|categorical, low, high, log, step, choices}
+    params: Dict[str, Any] = field(default_factory=dict)
+    enqueue: List[Any] = field(default_factory=list)  # parameter sets tried first, in order
+    trial: Optional[int] = None  # set by the sweeper for each job: the Optuna trial number
+
+
 # --------------------------------------------------------------------------- commands
 @dataclass
 class TrainConfig:
@@ -701,6 +758,11 @@ class TrainConfig:
     logger: Any = MISSING
     # free-form labels: MLflow tags; experiments/ presets keep the book's reported numbers here
     tags: Dict[str, Any] = field(default_factory=dict)
+    # DIR: continue that killed run in its own directory; true (multirun): skip finished jobs and
+    # continue killed ones of the sweep in hydra.sweep.dir
+    resume: Optional[str] = None
+    # an Optuna search (`dlx train -m sweep=NAME`, conf/sweep/NAME.yaml); null otherwise
+    sweep: Optional[SweepConfig] = None
 
 
 @dataclass
@@ -756,6 +818,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "trainer": {"base": TrainerConfig},
     "logger": {"base": LoggerConfig},
 }
+
+
+def higher_is_better(metric: str) -> bool:
+    """True for scores (accuracy, AUC, R², BLEU, ...), False for losses and errors."""
+    return any(s in metric for s in ("acc", "auc", "precision", "recall", "r2", "bleu"))
 
 
 def register() -> None:

@@ -55,39 +55,95 @@ def tensorboard_text(log_dir: Path, tag: str, path: Path, step: int) -> None:
         tf.summary.text(tag, "    " + text.replace("\n", "\n    "), step=step)
 
 
+def experiment_id(uri: str, name: str) -> str:
+    """The MLflow experiment `name` in store `uri`, created if needed. With an SQLite store its
+    artifacts go next to the database instead of ./mlruns of whichever directory."""
+    from mlflow.tracking import MlflowClient
+
+    from dlx.sweeps import retry_locked
+
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    found = retry_locked(lambda: client.get_experiment_by_name(name))
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    try:
+        return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
+    except Exception:  # another job of the sweep created it first
+        found = retry_locked(lambda: client.get_experiment_by_name(name))
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def hparams(cfg: dict, overrides: list[str]) -> dict[str, Any]:
+    """The hyperparameters shown in TensorBoard's HParams dashboard: the keys a sweep varies
+    (the job's overrides) and the usual suspects, as bool/int/float/str."""
+    flat = flatten(cfg)
+    keys = ["model.name", "dataset.name", "optimizer.name", "optimizer.lr", "trainer.batch_size", "regularization.name"]
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in flat and key not in keys and not key.startswith(("hydra", "sweep")):
+            keys.append(key)
+        elif key not in flat and f"{key}.name" in flat and f"{key}.name" not in keys:  # model=cnn
+            keys.append(f"{key}.name")
+    out = {}
+    for key in keys:
+        value = flat.get(key)
+        if value is None:
+            continue
+        out[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return out
+
+
 class Tracker:
-    def __init__(self, cfg: dict, run_dir: Path, run_name: str):
+    def __init__(self, cfg: dict, run_dir: Path, run_name: str, *, resume_run_id: str | None = None,
+                 overrides: list[str] | None = None):
         self.run_dir = run_dir
         self.tb_dir = run_dir / "tb" if cfg["logger"]["tensorboard"] else None
         self.mlflow_cfg = cfg["logger"]["mlflow"]
+        self.run_name = run_name
+        self.hparams = hparams(cfg, overrides or [])
         self.run_id: str | None = None
         self.uri: str | None = None
         self._phase_writer = None
         if self.mlflow_cfg["enabled"]:
             try:
-                self._start_mlflow(cfg, run_name)
+                self._start_mlflow(cfg, run_name, resume_run_id)
             except Exception as exc:  # unreachable server, unknown scheme, unwritable store, ...
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise DlxError(f"logger.mlflow: cannot use tracking store {self.uri}: {first}") from None
 
     # ------------------------------------------------------------------ mlflow
-    def _start_mlflow(self, cfg: dict, run_name: str) -> None:
+    def _start_mlflow(self, cfg: dict, run_name: str, resume_run_id: str | None) -> None:
         import mlflow
 
+        from dlx import sweeps
+
         self.uri = tracking_uri(self.mlflow_cfg["tracking_uri"])
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
-        name = self.mlflow_cfg["experiment"]
-        if mlflow.get_experiment_by_name(name) is None and self.uri.startswith("sqlite:///"):
-            # keep artifacts next to the database instead of ./mlruns of whichever directory
-            store = Path(self.uri.removeprefix("sqlite:///")).parent
-            mlflow.create_experiment(name, artifact_location=(store / "mlartifacts").resolve().as_uri())
-        mlflow.set_experiment(name)
+        exp = experiment_id(self.uri, self.mlflow_cfg["experiment"])
+        if resume_run_id is not None:  # a resumed run goes on in its own MLflow run
+            run = sweeps.retry_locked(lambda: mlflow.start_run(run_id=resume_run_id))
+            self.run_id = run.info.run_id
+            return
         tags = {k: str(v) for k, v in cfg.get("tags", {}).items()} | {"dlx.run_dir": str(self.run_dir.resolve())}
-        run = mlflow.start_run(run_name=run_name, tags=tags)
+        sweep_dir = sweeps.sweep_dir_of_job()
+        parent = sweeps.parent_run(sweep_dir)
+        if sweep_dir is not None:
+            tags |= {"dlx.sweep_id": sweep_dir.name, "dlx.job_num": str(sweeps.job_number())}
+            if cfg.get("sweep") and cfg["sweep"].get("trial") is not None:
+                tags["dlx.trial"] = str(cfg["sweep"]["trial"])
+        if parent is not None and parent["tracking_uri"] == self.uri:
+            tags["mlflow.parentRunId"] = parent["run_id"]
+        run = sweeps.retry_locked(lambda: mlflow.start_run(run_name=run_name, tags=tags, experiment_id=exp))
         self.run_id = run.info.run_id
-        mlflow.log_params({k: str(v) for k, v in flatten(cfg).items()})
+        params = {k: str(v) for k, v in flatten(cfg).items()}
+        sweeps.retry_locked(lambda: mlflow.log_params(params))
 
     # ------------------------------------------------------------------ callbacks
     def callbacks(self) -> list:
@@ -97,9 +153,7 @@ class Tracker:
         if self.tb_dir is not None:
             cbs.append(EpochTensorBoard(log_dir=str(self.tb_dir), write_graph=True))
         if self.run_id is not None:
-            from mlflow.keras import MlflowCallback
-
-            cbs.append(MlflowCallback())
+            cbs.append(_retrying_mlflow_callback())
         # Both log per epoch and their per-batch hooks do nothing; marked async-safe, they do not
         # make Keras run every batch's callbacks synchronously on the training thread.
         for cb in cbs:
@@ -121,7 +175,9 @@ class Tracker:
         if self.run_id is not None:
             import mlflow
 
-            mlflow.log_metrics(values, step=step)
+            from dlx.sweeps import retry_locked
+
+            retry_locked(lambda: mlflow.log_metrics(values, step=step))
 
     # ------------------------------------------------------------------ end of run
     def log_image(self, tag: str, png: Path, step: int) -> None:
@@ -129,24 +185,51 @@ class Tracker:
         if self.tb_dir is not None:
             tensorboard_image(self.tb_dir / "test", tag, png, step)
 
-    def finish(self, metrics: dict[str, float], artifacts: list[Path]) -> None:
+    def finish(self, metrics: dict[str, float], artifacts: list[Path], pruned: bool = False) -> None:
+        numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if self.tb_dir is not None:
+            self._write_hparams(numbers)
         if self.run_id is None:
             return
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        from dlx.sweeps import retry_locked
+
+        retry_locked(lambda: mlflow.log_metrics(numbers))
+        if pruned:
+            retry_locked(lambda: mlflow.set_tag("dlx.status", "pruned"))
         for path in artifacts:
             if path.is_dir():
-                mlflow.log_artifacts(str(path), artifact_path=path.name)
+                retry_locked(lambda: mlflow.log_artifacts(str(path), artifact_path=path.name))
             elif path.exists():
-                mlflow.log_artifact(str(path))
-        mlflow.end_run("FINISHED")
+                retry_locked(lambda: mlflow.log_artifact(str(path)))
+        # a pruned trial is stopped on purpose: KILLED in MLflow's run states, tagged dlx.status=pruned
+        retry_locked(lambda: mlflow.end_run("KILLED" if pruned else "FINISHED"))
+
+    def _write_hparams(self, metrics: dict[str, float]) -> None:
+        """The run's hyperparameters and final metrics for TensorBoard's HParams dashboard (a
+        sweep's jobs side by side: `tensorboard --logdir <sweep dir>`)."""
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hp
+
+        with tf.summary.create_file_writer(str(self.tb_dir)).as_default():
+            hp.hparams(self.hparams, trial_id=self.run_name)
+            for name, value in metrics.items():
+                if name.startswith(("test_", "best_")):
+                    tf.summary.scalar(f"final/{name}", value, step=0)
 
     def fail(self) -> None:
         if self.run_id is not None:
             import mlflow
 
             mlflow.end_run("FAILED")
+
+    def suspend(self) -> None:
+        """Leave the MLflow run open (RUNNING) for `dlx train resume=DIR` to continue."""
+        if self.run_id is not None:
+            import mlflow
+
+            mlflow.end_run("RUNNING")
 
     def describe(self) -> list[str]:
         lines = [f"run directory: {self.run_dir}"]
@@ -156,3 +239,17 @@ class Tracker:
             lines.append(f"mlflow run:    {self.run_id} (experiment '{self.mlflow_cfg['experiment']}')")
             lines.append(f"mlflow ui:     mlflow ui --backend-store-uri {self.uri}")
         return lines
+
+
+def _retrying_mlflow_callback():
+    from mlflow.keras import MlflowCallback
+
+    from dlx.sweeps import retry_locked
+
+    class RetryingMlflowCallback(MlflowCallback):
+        """mlflow's Keras callback, waiting out a store locked by a parallel job."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            retry_locked(lambda: super(RetryingMlflowCallback, self).on_epoch_end(epoch, logs))
+
+    return RetryingMlflowCallback()

@@ -32,11 +32,14 @@ def ns(tree: Any) -> Any:
 
 
 @contextmanager
-def discard_run_dir_on_error(run_dir: Path):
-    """A run that fails while setting up leaves nothing behind: remove what Hydra wrote for it."""
+def discard_run_dir_on_error(run_dir: Path, keep: bool = False):
+    """A run that fails while setting up leaves nothing behind: remove what Hydra wrote for it
+    (unless `keep`: a resumed run's directory is not ours to remove)."""
     try:
         yield
     except DlxError:
+        if keep:
+            raise
         shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
         for name in ("train.log", "data_spec.json"):
             (run_dir / name).unlink(missing_ok=True)
@@ -55,50 +58,118 @@ def run_name() -> str:
         return "defaults"
 
 
-def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train as `cfg` says, writing everything into `run_dir`; return (metrics, objects)."""
-    from dlx import config
+def task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+@contextmanager
+def preemptible():
+    """SIGTERM / SIGUSR1 (how Slurm announces preemption or the time limit) stop training at
+    once with `Preempted`; the last completed epoch's state is already on disk."""
+    import signal
+    import threading
+
+    from dlx.errors import Preempted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Preempted(signum)
+
+    signals = [signal.SIGTERM, signal.SIGUSR1]
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def requeue_on_slurm() -> bool:
+    """Ask Slurm to requeue this job (`scontrol requeue $SLURM_JOB_ID`); under submitit its own
+    handler does it instead."""
+    import os
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or os.environ.get("SUBMITIT_EXECUTOR"):
+        return False
+    try:
+        subprocess.run(["scontrol", "requeue", job], check=True, timeout=30, capture_output=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not requeue Slurm job %s: %s", job, exc)
+        return False
+    log.info("requeued Slurm job %s; it continues from the last completed epoch", job)
+    return True
+
+
+def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train as `cfg` says, writing everything into `run_dir`; return (metrics, objects).
+    With `resume`, continue the killed run in `run_dir` from its last completed epoch."""
+    from dlx import config, sweeps
     from dlx.data import datasets
+    from dlx.training.loop import ResumeState
 
     c = ns(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with discard_run_dir_on_error(run_dir):
+    state = ResumeState.read(run_dir / "checkpoints" / "resume") if resume else None
+    if resume and state is None:
+        log.info("resume: no completed epoch saved in %s; training it from the start", run_dir)
+    with discard_run_dir_on_error(run_dir, keep=resume):
         data = datasets.load(c.dataset, config.reads_words(c.model.name))  # no TensorFlow yet: bad data and bad combinations fail fast
         config.check_model(c.model, c.regularization, c.optimizer, data)
         steps_per_execution = config.steps_per_execution(c.trainer, c.model.name)
         from dlx import models
         from dlx.training import device, optim
 
-        where = device.configure(c.trainer.device)
-        device.seed_everything(c.trainer.seed)
-        model = models.build(c.model, c.regularization, data.spec, c.optimizer, c.trainer)
+        placement = device.configure(c.trainer.device, c.trainer.devices, c.trainer.strategy, c.trainer.precision)
+        device.seed_everything(c.trainer.seed, c.trainer.deterministic)
+        with placement.scope():
+            model = models.build(c.model, c.regularization, data.spec, c.optimizer, c.trainer)
         from dlx.tracking import Tracker
 
-        tracker = Tracker(cfg, run_dir, run_name())
+        tracker = Tracker(cfg, run_dir, run_name(), overrides=task_overrides(),
+                          resume_run_id=(state or {}).get("mlflow_run_id"))
+        trial = sweeps.job_trial(cfg.get("sweep"), sweeps.sweep_dir_of_job() or run_dir.parent)
 
     from dlx.training import loop
 
     gradients = models.uses_gradients(model)
     size = f"{model.count_params():,} parameters" if model.built else "size set by its solver"
-    log.info("model %s: %s, device %s", c.model.name, size, where)
+    log.info("model %s: %s, device %s", c.model.name, size, placement.description)
     if not gradients and str(c.optimizer.name) != "newton":
         log.info("model %s is fitted without a gradient optimizer: optimizer=%s is not used", c.model.name, c.optimizer.name)
     steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
-    models.compile(
-        model, data.spec,
-        optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
-        # a few large steps gain nothing from running several per call, and pay for tracing them
-        steps_per_execution=steps_per_execution if gradients else 1,
-        jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
-    )
+    with placement.scope():
+        models.compile(
+            model, data.spec,
+            optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
+            # a few large steps gain nothing from running several per call, and pay for tracing them
+            steps_per_execution=steps_per_execution if gradients else 1,
+            jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
+        )
     data.spec.save(run_dir / "data_spec.json")
+    from dlx.errors import Preempted
+
     try:
         pretrain_seconds = None
         if getattr(model, "pretraining", None) is not None:
+            if state is not None and (run_dir / config.PRETRAINED_FILE).is_file():
+                model.pretraining.from_run = str(run_dir)  # pretrained before it was killed
             pretrain_seconds = loop.pretrain(model, data, cfg["trainer"], run_dir, tracker.log_metrics)
         family = models.family(c.model.name)
         extra = family.callbacks(model, data, cfg, run_dir) if hasattr(family, "callbacks") else []
-        result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra)
+        pruning = [sweeps.pruning_callback(trial, c.trainer.early_stopping.monitor)] if trial is not None else []
+        with preemptible():
+            result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning,
+                              resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id})
         model.save(run_dir / "model.keras")
         test = model.evaluate(data.test.x, data.test.y, batch_size=c.trainer.batch_size, return_dict=True, verbose=0)
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
@@ -115,6 +186,11 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
         }
         if pretrain_seconds is not None:
             metrics["pretrain_seconds"] = round(pretrain_seconds, 3)
+        if result.resumed_from:
+            metrics["resumed_from_epoch"] = result.resumed_from
+        pruned_at = pruning[0].pruned_at if pruning else None
+        if pruned_at is not None:
+            metrics["pruned_at_epoch"] = pruned_at
         metrics |= getattr(model, "summary_metrics", {})
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_dir = run_dir / "plots"
@@ -123,7 +199,13 @@ def train(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[st
             tracker.log_image(name, png, step=result.epochs_run)
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
                      run_dir / config.PRETRAINED_FILE, plot_dir]
-        tracker.finish(metrics, artifacts)
+        tracker.finish(metrics, artifacts, pruned=pruned_at is not None)
+    except Preempted as exc:
+        tracker.suspend()
+        requeue_on_slurm()
+        saved = ResumeState.read(run_dir / "checkpoints" / "resume")
+        done = f"state saved at the end of epoch {saved['epoch']}" if saved else "no epoch had finished"
+        raise Preempted(exc.signum, f"stopped by signal {exc.signum}; {done}; continue with: dlx train resume={run_dir}") from None
     except BaseException:
         tracker.fail()
         raise
@@ -164,10 +246,44 @@ def confusion(y_true, y_pred, num_classes: int):
 
 
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the best monitored validation value (what sweepers optimise)."""
-    from hydra.core.hydra_config import HydraConfig
+    """Hydra entry point; returns the best monitored validation value (what sweepers optimise),
+    as a `PrunedValue` when Optuna's pruner stopped the job."""
+    import os
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dlx.sweeps import PrunedValue
+    from dlx.training import device
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
     config = plain(cfg)
-    metrics, _ = train(config, run_dir)
-    return metrics[f"best_{config['trainer']['early_stopping']['monitor']}"]
+    monitor = config["trainer"]["early_stopping"]["monitor"]
+    resume_key = config.get("resume")
+    multirun = hc.mode == RunMode.MULTIRUN
+    if config.get("sweep") and not multirun:
+        raise DlxError("sweep=NAME runs an Optuna search over many jobs: add -m (dlx train -m sweep=NAME)")
+    if multirun:
+        if resume_key is not None and str(resume_key).lower() not in ("true", "false"):
+            raise DlxError(f"resume={resume_key}: in a sweep (-m) use resume=true with hydra.sweep.dir=<the sweep's directory>; "
+                           "resume=DIR continues one run")
+        gpu = device.pin_job_gpu(int(hc.job.num), str(hc.launcher.get("_target_", "")))  # before TensorFlow starts
+        if gpu is not None:
+            log.info("job %s: GPU %s (CUDA_VISIBLE_DEVICES)", hc.job.num, gpu)
+        resume = str(resume_key).lower() == "true"
+        done = run_dir / "metrics.json"
+        if resume and done.is_file():  # a re-run killed sweep skips the jobs that finished
+            metrics = json.loads(done.read_text())
+            log.info("resume: job %s finished before (%s); skipped", hc.job.num, done)
+            value = metrics[f"best_{monitor}"]
+            return PrunedValue(value) if metrics.get("pruned_at_epoch") else value
+        # a job that Slurm requeued after a preemption continues where it stopped
+        resume = resume or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    else:
+        resume = resume_key is not None  # the CLI has checked DIR and pointed hydra.run.dir at it
+        if resume and (run_dir / "metrics.json").is_file():
+            raise DlxError(f"resume={resume_key}: that run finished (metrics.json exists); nothing to resume")
+    metrics, _ = train(config, run_dir, resume=resume)
+    value = metrics[f"best_{monitor}"]
+    return PrunedValue(value) if metrics.get("pruned_at_epoch") else value

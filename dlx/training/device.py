@@ -1,34 +1,138 @@
-"""Device selection and seeding, done before the first TensorFlow op."""
+"""Device selection, distribution strategy, precision and seeding, done before the first TensorFlow op.
+
+`pin_job_gpu` runs before TensorFlow is imported: a parallel sweep's job sees one GPU of the
+server (its job number modulo the visible GPUs), set through CUDA_VISIBLE_DEVICES, the one way
+to hide a GPU from TensorFlow's allocator entirely.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from dlx.errors import DlxError
 
 log = logging.getLogger(__name__)
 
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
-def configure(device: str) -> str:
-    """Make `device` (auto | cpu | gpu) the one TensorFlow uses; return a description."""
+
+def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
+    """The GPU ids this process may use, found without starting TensorFlow: $CUDA_VISIBLE_DEVICES
+    when set, else one id per line of `nvidia-smi -L` (none without a driver)."""
+    env = os.environ if env is None else env
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+
+
+def gpu_for_job(job_num: int, gpus: list[str]) -> str | None:
+    """Job `job_num` of a parallel sweep gets one GPU, round robin over the visible ones."""
+    return gpus[job_num % len(gpus)] if gpus else None
+
+
+def pin_job_gpu(job_num: int, launcher: str, env: dict[str, str] | None = None) -> str | None:
+    """In a parallel sweep, show this job's process one GPU; returns it (None: nothing changed).
+
+    Not done for the in-process basic launcher (its jobs run one after another and share the
+    process), under Slurm (which sets CUDA_VISIBLE_DEVICES to the job's allocation), or once
+    TensorFlow has started in this process (a reused worker keeps the GPU it started with).
+    """
+    env = os.environ if env is None else env
+    if launcher == BASIC_LAUNCHER or "SLURM_JOB_ID" in env:
+        return None
+    gpu = gpu_for_job(job_num, visible_gpus(env))
+    if gpu is None:
+        return None
+    if "tensorflow" in sys.modules and env.get("CUDA_VISIBLE_DEVICES") != gpu:
+        log.info("job %d: TensorFlow already started in this worker; it keeps GPUs %s", job_num,
+                 env.get("CUDA_VISIBLE_DEVICES", "all"))
+        return None
+    env["CUDA_VISIBLE_DEVICES"] = gpu
+    return gpu
+
+
+@dataclass
+class Placement:
+    description: str  # "cpu", "gpu x2", "gpu x2 (mirrored)"
+    strategy: Any = None  # a tf.distribute strategy, or None for the default one
+
+    def scope(self):
+        """Build and compile the model inside this (the strategy's variables live on its devices)."""
+        return self.strategy.scope() if self.strategy is not None else nullcontext()
+
+
+def configure(device: str, devices: list[int] | None = None, strategy: str = "default",
+              precision: str = "float32") -> Placement:
+    """Make `device` (auto | cpu | gpu) the one TensorFlow uses, with the GPUs `devices` picks,
+    the distribution `strategy` and the compute `precision`. What a CPU cannot do falls back to
+    the plain float32 CPU run with one log line each."""
+    import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    keras.mixed_precision.set_global_policy("float32")  # a previous in-process job may have changed it
     if device == "cpu" or not gpus:
         if device == "gpu":
             log.warning("trainer.device=gpu but TensorFlow sees no GPU; running on CPU")
+        if devices:
+            log.info("trainer.devices=%s: no GPU in use, running on CPU", list(devices))
+        if strategy != "default":
+            log.info("trainer.strategy=%s: no GPU in use, running on CPU with the default strategy", strategy)
+        if precision != "float32":
+            log.info("trainer.precision=%s: no GPU in use, running in float32 on CPU", precision)
         if gpus:
-            tf.config.set_visible_devices([], "GPU")
-        return "cpu"
-    for gpu in gpus:
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError:  # already initialised by an earlier in-process job
+                pass
+        return Placement("cpu")
+    if devices:
+        bad = [i for i in devices if not 0 <= i < len(gpus)]
+        if bad:
+            raise DlxError(f"trainer.devices: GPU index {bad[0]} does not exist; this job sees {len(gpus)} GPU(s) (0..{len(gpus) - 1})")
+        chosen = [gpus[i] for i in devices]
+        try:
+            tf.config.set_visible_devices(chosen, "GPU")
+        except RuntimeError:
+            log.info("trainer.devices=%s: TensorFlow already started in this process with all GPUs", list(devices))
+            chosen = gpus
+    else:
+        chosen = gpus
+    for gpu in chosen:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised (a second job in the same process)
             pass
-    return f"gpu x{len(gpus)}"
+    if precision != "float32":
+        keras.mixed_precision.set_global_policy(precision)
+    description = f"gpu x{len(chosen)}" + (f", {precision}" if precision != "float32" else "")
+    if strategy == "mirrored":
+        names = [f"/gpu:{i}" for i in range(len(chosen))]
+        return Placement(f"{description} (mirrored)", tf.distribute.MirroredStrategy(names))
+    return Placement(description)
 
 
-def seed_everything(seed: int) -> None:
-    """A fresh Keras state and the same random streams for the same seed (Python, NumPy, TF)."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """A fresh Keras state and the same random streams for the same seed (Python, NumPy, TF);
+    with `deterministic`, TensorFlow's ops too (bit-identical results, some ops slower)."""
     import keras
+    import tensorflow as tf
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()

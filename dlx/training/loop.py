@@ -3,8 +3,10 @@ NaN guard, a log line per epoch, and whatever tracking callbacks the run adds.""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dlx.config import steps_per_execution
+from dlx.config import higher_is_better, steps_per_execution
 from dlx.errors import DlxError
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,35 @@ class _NoRetracingNotice(logging.Filter):
 logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
 
 
-# In-memory splits go to Keras as arrays: its array adapter already runs a tf.data pipeline that
-# permutes indices once per epoch and gathers whole batches, which measured faster than a
-# hand-built tf.data shuffle/batch/prefetch pipeline (benchmarks/results/overhead.md).
+class EpochBatches(keras.callbacks.Callback):
+    """Training batches as a tf.data pipeline whose epoch e is a pure function of (seed, e).
+
+    Keras' array adapter does the same work (a permutation of indices per epoch, whole batches
+    gathered from the in-memory arrays), but its permutations depend on how many epochs the
+    process has run, so a run resumed at epoch k would see other batches than the run that was
+    never stopped. Here the epoch number lives in a variable that this callback sets at each
+    epoch's start, before Keras opens the epoch's iterator.
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int, shuffle: bool):
+        super().__init__()
+        n = len(keras.tree.flatten(y)[0])
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        arrays = tf.data.Dataset.from_tensors((x, y)).repeat()  # one copy of the data, not a graph constant
+
+        def order(_):
+            indices = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                indices = tf.random.experimental.stateless_shuffle(indices, seed=tf.stack([tf.constant(seed, tf.int64), self.epoch.read_value()]))
+            return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+
+        steps = -(-n // batch_size)
+        batches = tf.data.Dataset.range(1).flat_map(order).apply(tf.data.experimental.assert_cardinality(steps))
+        gather = lambda idx, xy: keras.tree.map_structure(lambda a: tf.gather(a, idx), xy)  # noqa: E731
+        self.dataset = tf.data.Dataset.zip((batches, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -268,7 +296,143 @@ def validation_metric(model: keras.Model, x: np.ndarray, y: np.ndarray, monitor:
 
 def monitor_mode(metric: str) -> str:
     """'max' for scores (accuracy, AUC, ...), 'min' for losses and errors."""
-    return "max" if any(s in metric for s in ("acc", "auc", "precision", "recall", "r2")) else "min"
+    return "max" if higher_is_better(metric) else "min"
+
+
+class ResumeState(keras.callbacks.Callback):
+    """What a killed run needs to go on from its last completed epoch as if it had never stopped.
+
+    After every epoch, into `<run>/checkpoints/resume/`: every model variable (weights and the
+    dropout layers' random-generator states), the optimizer's variables (step counter, moments),
+    the best epoch's snapshot when it changed, and a JSON file with the epoch counter, the metric
+    history, the stopping rules' state and `extra` (the MLflow run id). The JSON file is written
+    last, through a rename, so a kill at any moment leaves the previous epoch's state whole.
+    The batches an epoch sees are a function of (seed, epoch) (`epoch_batches`), so the
+    continued run trains on exactly what the uninterrupted one would have.
+    """
+
+    STATE = {  # callback class -> the attributes that make up its state
+        "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
+        "BookEarlyStopping": ("best", "best_step", "stopped_step", "evaluations", "_steps"),
+        "Checkpoints": ("best_value", "best_epoch"),
+    }
+
+    def __init__(self, directory: Path, callbacks: list, checkpoints: Checkpoints, epoch_log: EpochLog, extra: dict):
+        super().__init__()
+        self.dir, self.callbacks, self.checkpoints, self.epoch_log = directory, callbacks, checkpoints, epoch_log
+        self.extra = extra
+        self.history: dict[str, list[float]] = {}
+        self.restored: dict | None = None
+        self.write_seconds = 0.0
+
+    @staticmethod
+    def read(directory: Path) -> dict | None:
+        path = directory / "state.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _stateful(self):
+        for cb in self.callbacks:
+            attrs = self.STATE.get(type(cb).__name__)
+            if attrs:
+                yield type(cb).__name__, cb, attrs
+
+    # ---------------------------------------------------------------- restore
+    def restore(self, state: dict) -> None:
+        """Put the saved variables back into the (built, compiled) model; the callbacks' state
+        follows in on_train_begin, after they have reset themselves."""
+        model = self.model
+        self.checkpoints.set_model(model)
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        with np.load(self.dir / state["variables"]) as saved:
+            _assign(model.variables, [saved[f"v{i}"] for i in range(int(saved["n_model"]))], "model")
+            opt = self.checkpoints._optimizer_variables()
+            _assign(opt, [saved[f"o{i}"] for i in range(int(saved["n_opt"]))], "optimizer")
+        if state.get("best"):
+            with np.load(self.dir / state["best"]) as best:
+                weights = [best[f"w{i}"] for i in range(int(best["n_weights"]))]
+                self.checkpoints.snapshots["best"] = (weights, [best[f"o{i}"] for i in range(int(best["n_opt"]))])
+        self.checkpoints.snapshots["last"] = self.checkpoints._snapshot()
+        self.checkpoints._dirty |= set(self.checkpoints.snapshots)
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.epoch_log.seconds = list(state["epoch_seconds"])
+        self.epoch_log.validation_seconds = list(state["epoch_validation_seconds"])
+        self.restored = state
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None):
+        if self.restored is None:
+            return
+        # after the callbacks' own on_train_begin, which resets them (this one runs last)
+        for name, cb, attrs in self._stateful():
+            for attr, value in self.restored["callbacks"].get(name, {}).items():
+                setattr(cb, attr, _from_json(value))
+
+    # ---------------------------------------------------------------- save
+    def on_epoch_end(self, epoch, logs=None):
+        t0 = time.perf_counter()
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(float(v))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tag = f"epoch{epoch + 1}"
+        variables = f"state-{tag}.npz"
+        opt = [v.numpy() for v in self.checkpoints._optimizer_variables()]
+        arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.model.variables)} | {f"o{i}": a for i, a in enumerate(opt)}
+        _savez(self.dir / variables, n_model=len(self.model.variables), n_opt=len(opt), **arrays)
+        previous = self.read(self.dir) or {}
+        best = previous.get("best")
+        if self.checkpoints.best_epoch == epoch and "best" in self.checkpoints.snapshots:
+            weights, best_opt = self.checkpoints.snapshots["best"]
+            best = f"best-{tag}.npz"
+            _savez(self.dir / best, n_weights=len(weights), n_opt=len(best_opt),
+                   **{f"w{i}": w for i, w in enumerate(weights)}, **{f"o{i}": o for i, o in enumerate(best_opt)})
+        state = {
+            "epoch": epoch + 1,
+            "stopped": bool(self.model.stop_training),
+            "variables": variables,
+            "best": best,
+            "history": self.history,
+            "epoch_seconds": self.epoch_log.seconds,
+            "epoch_validation_seconds": self.epoch_log.validation_seconds,
+            "callbacks": {name: {a: _to_json(getattr(cb, a, None)) for a in attrs} for name, cb, attrs in self._stateful()},
+            **self.extra,
+        }
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.dir / "state.json")
+        for old in (previous.get("variables"), previous.get("best")):
+            if old and old not in (variables, best):
+                (self.dir / old).unlink(missing_ok=True)
+        self.write_seconds += time.perf_counter() - t0
+
+
+def _savez(path: Path, **arrays) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _assign(variables: list, values: list, what: str) -> None:
+    if len(variables) != len(values) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+        raise DlxError(f"resume: the saved {what} state does not fit this model ({len(values)} arrays for {len(variables)} variables)")
+    for var, value in zip(variables, values):
+        var.assign(value)
+
+
+def _to_json(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # "inf", "-inf", "nan"
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(value):
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
 
 
 @dataclass
@@ -283,15 +447,20 @@ class FitResult:
     validation_seconds: float = 0.0  # the part of `seconds` spent in end-of-epoch validation
     checkpoint_seconds: float = 0.0  # ... and in writing checkpoint files
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    resumed_from: int = 0  # completed epochs restored from a killed run (0: a fresh run)
 
 
-def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None = None) -> FitResult:
+def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None = None, *,
+        resume: bool = False, extra_state: dict | None = None) -> FitResult:
     """Train `model` on `data.train`, validate on `data.val`; leave the best weights in `model`.
 
     A family shapes its fit with attributes (dlx/models/classic.py): `passes` (epochs it needs,
     e.g. 1 for a statistics pass), `full_batch` (each step sees the whole split), `fit_callbacks()`
     (its own stopping rule), `data_init(x)` (initial values from the training inputs), or
     `solve(x, y)` for a solver that is not a sequence of steps.
+
+    Mini-batch training saves its state after every epoch (ResumeState); with `resume` it goes
+    on from the state a killed run left in `run_dir`. `extra_state` is saved with it.
     """
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -324,17 +493,29 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     t0 = time.perf_counter()
     if hasattr(model, "data_init"):  # a family that starts from statistics of the training data
         model.data_init(data.train.x)
+    resumed_from = 0
+    saver = None
     if hasattr(model, "solve"):
         hist = _solve(model, data, batch_size, cbs, model.solve)
     elif passes == 1:
         hist = _solve(model, data, batch_size, cbs, model.statistics_pass)
     else:
-        history = model.fit(
-            data.train.x, data.train.y, batch_size=batch_size, shuffle=shuffle,
-            validation_data=(data.val.x, data.val.y), epochs=passes or trainer["epochs"],
-            callbacks=cbs, verbose=verbose,
-        )
-        hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        epochs = passes or trainer["epochs"]
+        saver = ResumeState(ckpt_dir / "resume", cbs, checkpoints, epoch_log, extra_state or {})
+        saver.set_model(model)
+        state = ResumeState.read(saver.dir) if resume else None
+        if state is not None:
+            saver.restore(state)
+            resumed_from = state["epoch"]
+            log.info("resuming from the end of epoch %d (%s)", resumed_from, saver.dir)
+        if state is None or (resumed_from < epochs and not state["stopped"]):
+            batches = EpochBatches(data.train.x, data.train.y, batch_size, trainer["seed"], shuffle)
+            model.fit(
+                batches.dataset, initial_epoch=resumed_from, epochs=epochs, shuffle=False,
+                validation_data=(data.val.x, data.val.y), validation_batch_size=batch_size,
+                callbacks=[batches] + cbs + [saver], verbose=verbose,
+            )
+        hist = saver.history
     seconds = time.perf_counter() - t0
 
     if nan_guard.where is not None:
@@ -344,11 +525,12 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         raise DlxError(f"trainer.early_stopping.monitor: '{monitor}' is not a logged metric; logged: {', '.join(hist)}")
     if checkpoints.best_epoch is None:
         raise DlxError(f"no epoch improved {monitor} (it was never finite); no best checkpoint")
+    checkpoints.write()  # a resumed run that had nothing left to train still leaves best/last files
     checkpoints.restore("best")  # the best epoch, whether or not early stopping ended the run
     return FitResult(
         hist, len(hist[monitor]), checkpoints.best_epoch + 1, checkpoints.best_value, seconds, epoch_log.seconds,
-        epoch_log.validation_seconds, sum(epoch_log.validation_seconds), checkpoints.write_seconds,
-        {"best": best, "last": last},
+        epoch_log.validation_seconds, sum(epoch_log.validation_seconds),
+        checkpoints.write_seconds + (saver.write_seconds if saver else 0.0), {"best": best, "last": last}, resumed_from,
     )
 
 

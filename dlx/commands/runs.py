@@ -1,0 +1,130 @@
+"""`dlx runs DIR`: a sweep's jobs (or any folder of runs) as one table, best first.
+
+    dlx runs multirun/2026-11-26/10-00-00            # aligned table on the terminal
+    dlx runs multirun/sweeps/mlp_search --format markdown > sweep.md
+    dlx runs outputs --format csv --sort test_accuracy
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dlx.errors import DlxError
+
+# override keys that say how a job was run, not what it is
+HIDDEN_OVERRIDES = ("sweep.trial=", "resume=", "sweep.resume=")
+
+
+@dataclass
+class Row:
+    run: str  # path relative to DIR
+    overrides: str
+    metric: str  # the target: best_<trainer.early_stopping.monitor>
+    value: float | None
+    test: str  # e.g. "accuracy 0.9123"
+    epochs: int | None
+    seconds: float | None
+    status: str  # finished | pruned | incomplete | failed
+    metrics: dict  # metrics.json ({} before the run finished)
+
+
+def higher_is_better(metric: str) -> bool:
+    from dlx.config import higher_is_better as higher
+
+    return higher(metric)
+
+
+def collect(root: Path) -> list[Row]:
+    """One row per run directory under `root` (a run directory itself counts)."""
+    rows = []
+    configs = sorted(root.glob(".hydra/config.yaml")) + sorted(root.rglob("*/.hydra/config.yaml"))
+    for cfg_path in configs:
+        run = cfg_path.parent.parent
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        if "trainer" not in cfg:  # an eval/predict config, not a training run
+            continue
+        monitor = cfg["trainer"]["early_stopping"]["monitor"]
+        overrides_file = run / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        shown = ",".join(o for o in overrides or [] if not o.startswith(HIDDEN_OVERRIDES)) or "defaults"
+        metrics_file, state_file = run / "metrics.json", run / "checkpoints" / "resume" / "state.json"
+        value = epochs = seconds = None
+        test, metrics = "", {}
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            value = metrics.get(f"best_{monitor}")
+            epochs, seconds = metrics.get("epochs_run"), metrics.get("train_seconds")
+            status = "pruned" if metrics.get("pruned_at_epoch") else "finished"
+            first = next((k for k in metrics if k.startswith("test_")), None)
+            test = f"{first[5:]} {metrics[first]:.4f}" if first else ""
+        elif state_file.is_file():
+            state = json.loads(state_file.read_text())
+            hist = state["history"].get(monitor, [])
+            pick = max if higher_is_better(monitor) else min
+            value = pick(hist) if hist else None
+            epochs, seconds, status = state["epoch"], round(sum(state["epoch_seconds"]), 3), "incomplete"
+        else:
+            status = "failed" if (run / "train.log").is_file() else "incomplete"
+        rel = str(run.relative_to(root)) if run != root else "."
+        rows.append(Row(rel, shown, f"best_{monitor}", value, test, epochs, seconds, status, metrics))
+    return rows
+
+
+def ordered(rows: list[Row], sort: str | None = None) -> list[Row]:
+    """Best first by the target metric (or `sort`, a metrics.json key); runs without it last."""
+    def key(row: Row):
+        value = row.value if sort is None else row.metrics.get(sort)
+        if value is None:
+            return (1, 0.0)
+        higher = higher_is_better(sort or row.metric)
+        return (0, -value if higher else value)
+
+    return sorted(rows, key=key)
+
+
+def render(rows: list[Row], fmt: str) -> str:
+    header = ["run", "overrides", rows[0].metric if rows else "metric", "test", "epochs", "seconds", "status"]
+    table = [[r.run, r.overrides, "" if r.value is None else f"{r.value:.4f}", r.test,
+              "" if r.epochs is None else str(r.epochs), "" if r.seconds is None else f"{r.seconds:.1f}", r.status]
+             for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(table)
+        return out.getvalue()
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    fmt_row = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths]), *map(fmt_row, table)]) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dlx runs", description="A table of the training runs under DIR (a sweep's jobs), best first.")
+    parser.add_argument("dir", help="a sweep directory (multirun/...), a run directory, or a folder of runs (outputs)")
+    parser.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    parser.add_argument("--sort", help="a metrics.json key to sort by (default: the target metric, best_<monitor>)")
+    args = parser.parse_args(argv)
+    try:
+        root = Path(args.dir)
+        if not root.is_dir():
+            raise DlxError(f"{args.dir}: no such directory")
+        rows = collect(root)
+        if not rows:
+            raise DlxError(f"{args.dir}: no dlx train runs in it (no */.hydra/config.yaml)")
+        sys.stdout.write(render(ordered(rows, args.sort), args.format))
+    except DlxError as exc:
+        print(f"dlx runs: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,179 @@
+"""What a sweep's jobs share: the MLflow parent run, the Optuna study, and the retry that lets
+several processes write to one SQLite store.
+
+The parent run is made by a Hydra callback in the process that launches the sweep, before any
+job starts (so the store's tables exist before parallel jobs open it); its id is written to
+`<sweep dir>/mlflow_parent.json`, where every job, in whatever process or host, finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "mlflow_parent.json"
+STUDY_FILE = "optuna.db"
+T = TypeVar("T")
+
+
+def retry_locked(fn: Callable[[], T], attempts: int = 30, what: str = "mlflow") -> T:
+    """Call `fn`, retrying while an SQLite store is locked by another process (random backoff)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # mlflow wraps sqlalchemy's OperationalError in its own types
+            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.debug("%s store locked, retrying in %.2fs", what, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class PrunedValue(float):
+    """A trial's value when Optuna's pruner stopped it early (a float, so any sweeper can use it)."""
+
+    pruned = True
+
+    def __reduce__(self):  # picklable across launcher processes
+        return (PrunedValue, (float(self),))
+
+
+def sweep_dir_of_job() -> Path | None:
+    """The sweep directory when running as a multirun job, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def job_number() -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return int(HydraConfig.get().job.num)
+    except (ValueError, TypeError):
+        return 0
+
+
+# --------------------------------------------------------------------------- MLflow parent run
+def parent_run(sweep_dir: Path | None) -> dict | None:
+    path = sweep_dir / PARENT_FILE if sweep_dir is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+class MlflowSweepCallback(Callback):
+    """One MLflow parent run per sweep (`hydra.callbacks.mlflow_sweep`); jobs become its children."""
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        mlcfg = config.logger.mlflow
+        if not mlcfg.enabled:
+            return
+        from mlflow.tracking import MlflowClient
+
+        from dlx import tracking
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        uri = tracking.tracking_uri(mlcfg.tracking_uri)
+        existing = parent_run(sweep_dir)
+        if existing is not None and existing["tracking_uri"] == uri:  # a resumed sweep keeps its parent
+            MlflowClient(uri).update_run(existing["run_id"], status="RUNNING")
+            return
+        experiment_id = tracking.experiment_id(uri, mlcfg.experiment)
+        overrides = list(config.hydra.overrides.task)
+        tags = {"dlx.sweep_id": sweep_dir.name, "dlx.sweep_dir": str(sweep_dir.resolve()), "dlx.role": "sweep",
+                "dlx.overrides": " ".join(overrides)[:5000]}
+        client = MlflowClient(uri)
+        run = retry_locked(lambda: client.create_run(experiment_id, run_name=f"sweep {sweep_dir}", tags=tags))
+        (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}) + "\n")
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        info = parent_run(Path(config.hydra.sweep.dir))
+        if info is None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(info["tracking_uri"])
+        summary = summarize(Path(config.hydra.sweep.dir))
+        if summary:
+            retry_locked(lambda: client.log_metric(info["run_id"], "jobs_finished", summary["finished"]))
+            if summary.get("best") is not None:
+                retry_locked(lambda: client.log_metric(info["run_id"], f"best_{summary['metric']}", summary["best"]))
+        retry_locked(lambda: client.set_terminated(info["run_id"], "FINISHED"))
+
+
+def summarize(sweep_dir: Path) -> dict:
+    """Finished jobs of a sweep and the best value of their target metric."""
+    from dlx.commands import runs
+
+    rows = runs.collect(sweep_dir)
+    done = [r for r in rows if r.status == "finished" and r.value is not None]
+    if not rows:
+        return {}
+    metric = rows[0].metric
+    best = None
+    if done:
+        pick = max if runs.higher_is_better(metric) else min
+        best = pick(r.value for r in done)
+    return {"finished": len(done), "metric": metric, "best": best}
+
+
+# --------------------------------------------------------------------------- Optuna
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
+    return storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+
+
+def open_storage(url: str):
+    """An Optuna RDB storage; SQLite waits up to a minute for a lock instead of failing."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def job_trial(sweep_cfg: dict, sweep_dir: Path):
+    """The Optuna trial this job runs (set by the sweeper through `sweep.trial`), or None."""
+    if sweep_cfg is None or sweep_cfg.get("trial") is None:
+        return None
+    import optuna
+
+    storage = open_storage(storage_url(sweep_cfg.get("storage"), sweep_dir))
+    study = optuna.load_study(study_name=sweep_cfg["name"], storage=storage)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(sweep_cfg["trial"]))
+    return optuna.trial.Trial(study, trial_id)
+
+
+def pruning_callback(trial, monitor: str):
+    """A Keras callback reporting `monitor` to the trial each epoch and stopping it when the
+    study's pruner says so (the job then ends normally, marked pruned)."""
+    import keras
+
+    class OptunaPruning(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.pruned_at: int | None = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is None:
+                return
+            retry_locked(lambda: trial.report(float(value), epoch), what="optuna")
+            if retry_locked(trial.should_prune, what="optuna"):
+                self.pruned_at = epoch + 1
+                self.model.stop_training = True
+                log.info("optuna: trial %d pruned after epoch %d (%s=%.4f)", trial.number, epoch + 1, monitor, value)
+
+    return OptunaPruning()
