@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # command -> one-line description; hydra commands compose conf/<command>.yaml
@@ -134,6 +135,8 @@ def run_hydra(command: str, args: list[str]) -> int:
     from dlx.errors import DlxError, Preempted
 
     config.register()
+    # conf/hydra/launcher/joblib.yaml extends the joblib plugin's schema of the same name on purpose
+    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
     if command == "train" and any(a.startswith("resume=") for a in args) and not any(a in MULTIRUN_FLAGS for a in args):
         try:
             args = resume_args(args)
@@ -169,6 +172,10 @@ def run_hydra(command: str, args: list[str]) -> int:
         if user_wants_traces:
             raise
         return _error(command, _describe_config_error(exc))
+    except DlxError as exc:  # from a sweeper or launcher, outside any one job
+        if user_wants_traces:
+            raise
+        return _error(command, str(exc))
     except KeyboardInterrupt:
         print(f"dlx {command}: interrupted", file=sys.stderr)
         return 130

@@ -144,6 +144,31 @@ def open_storage(url: str):
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
+def _name(value: Any) -> str:
+    return str(getattr(value, "name", value))
+
+
+def make_pruner(sweep_cfg):
+    """The study's pruner. Optuna does not store it with the study: the sweeper and every job
+    build it from the same `sweep` config."""
+    import optuna
+
+    name = _name(sweep_cfg["pruner"])
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=int(sweep_cfg["startup_trials"]),
+                                           n_warmup_steps=int(sweep_cfg["warmup_epochs"]))
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(sweep_cfg):
+    import optuna
+
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    return samplers[_name(sweep_cfg["sampler"])](seed=int(sweep_cfg["seed"]))
+
+
 def job_trial(sweep_cfg: dict, sweep_dir: Path):
     """The Optuna trial this job runs (set by the sweeper through `sweep.trial`), or None."""
     if sweep_cfg is None or sweep_cfg.get("trial") is None:
@@ -151,7 +176,7 @@ def job_trial(sweep_cfg: dict, sweep_dir: Path):
     import optuna
 
     storage = open_storage(storage_url(sweep_cfg.get("storage"), sweep_dir))
-    study = optuna.load_study(study_name=sweep_cfg["name"], storage=storage)
+    study = optuna.load_study(study_name=sweep_cfg["name"], storage=storage, pruner=make_pruner(sweep_cfg))
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, int(sweep_cfg["trial"]))
     return optuna.trial.Trial(study, trial_id)
 

@@ -20,13 +20,13 @@ import yaml
 from dlx.errors import DlxError
 
 # override keys that say how a job was run, not what it is
-HIDDEN_OVERRIDES = ("sweep.trial=", "resume=", "sweep.resume=")
+HIDDEN_OVERRIDES = ("sweep.trial=", "resume=", "sweep.resume=", "sweep.n_trials=", "sweep.n_jobs=")
 
 
 @dataclass
 class Row:
     run: str  # path relative to DIR
-    overrides: str
+    overrides: list[str]
     metric: str  # the target: best_<trainer.early_stopping.monitor>
     value: float | None
     test: str  # e.g. "accuracy 0.9123"
@@ -54,7 +54,7 @@ def collect(root: Path) -> list[Row]:
         monitor = cfg["trainer"]["early_stopping"]["monitor"]
         overrides_file = run / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-        shown = ",".join(o for o in overrides or [] if not o.startswith(HIDDEN_OVERRIDES)) or "defaults"
+        shown = [o for o in overrides or [] if not o.startswith(HIDDEN_OVERRIDES)]
         metrics_file, state_file = run / "metrics.json", run / "checkpoints" / "resume" / "state.json"
         value = epochs = seconds = None
         test, metrics = "", {}
@@ -90,9 +90,19 @@ def ordered(rows: list[Row], sort: str | None = None) -> list[Row]:
     return sorted(rows, key=key)
 
 
+def common_overrides(rows: list[Row]) -> list[str]:
+    """The overrides every run shares (shown once, above the table, when there are several runs)."""
+    if len(rows) < 2:
+        return []
+    return [o for o in rows[0].overrides if all(o in r.overrides for r in rows[1:])]
+
+
 def render(rows: list[Row], fmt: str) -> str:
+    common = common_overrides(rows)
     header = ["run", "overrides", rows[0].metric if rows else "metric", "test", "epochs", "seconds", "status"]
-    table = [[r.run, r.overrides, "" if r.value is None else f"{r.value:.4f}", r.test,
+    # a sweep job's directory starts with its number: that is enough to find it
+    table = [[r.run.split("_", 1)[0] if "/" not in r.run else r.run, ",".join(o for o in r.overrides if o not in common) or "defaults",
+              "" if r.value is None else f"{r.value:.4f}", r.test,
               "" if r.epochs is None else str(r.epochs), "" if r.seconds is None else f"{r.seconds:.1f}", r.status]
              for r in rows]
     if fmt == "csv":
@@ -101,13 +111,16 @@ def render(rows: list[Row], fmt: str) -> str:
         writer.writerow(header)
         writer.writerows(table)
         return out.getvalue()
+    above = f"all runs: {' '.join(common)}\n\n" if common else ""
     if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [above.rstrip("\n").replace("all runs: ", "All runs: `") + ("`\n" if common else ""),
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = lines if common else lines[1:]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     fmt_row = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths]), *map(fmt_row, table)]) + "\n"
+    return above + "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths]), *map(fmt_row, table)]) + "\n"
 
 
 def main(argv: list[str]) -> int:

@@ -200,6 +200,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[dic
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
                      run_dir / config.PRETRAINED_FILE, plot_dir]
         tracker.finish(metrics, artifacts, pruned=pruned_at is not None)
+        shutil.rmtree(run_dir / "checkpoints" / "resume", ignore_errors=True)  # finished: best/last .keras remain
     except Preempted as exc:
         tracker.suspend()
         requeue_on_slurm()
