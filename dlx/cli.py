@@ -79,6 +79,19 @@ def _describe_config_error(exc: BaseException) -> str:
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# keys whose value is a directory; a sweep job's directory has `=` in its name (0_model=cnn)
+PATH_KEYS = ("run", "resume", "out", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """`run=multirun/X/0_model=cnn` as Hydra can parse it: the directory quoted as one string."""
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and key in PATH_KEYS and "=" in value and value[:1] not in ("'", '"'):
+            arg = f"{key}='" + value.replace("'", "\\'") + "'"
+        out.append(arg)
+    return out
 
 
 def resume_args(args: list[str]) -> list[str]:
@@ -93,6 +106,8 @@ def resume_args(args: list[str]) -> list[str]:
     from dlx.errors import DlxError
 
     value = next(a.split("=", 1)[1] for a in args if a.startswith("resume="))
+    if value[:1] == "'" and value[-1:] == "'":  # quoted by quote_paths
+        value = value[1:-1].replace("\\'", "'")
     if value.lower() in ("true", "false", "null", ""):
         raise DlxError(f"resume={value}: resume=true is for re-running a sweep (-m); to continue one run give its directory: resume=DIR")
     run = Path(value).expanduser()
@@ -114,7 +129,7 @@ def resume_args(args: list[str]) -> list[str]:
         k = changed[0]
         raise DlxError(f"resume={value}: the config differs from the run's at {k} ({_flat(saved).get(k)!r} -> {_flat(composed).get(k)!r}); "
                        "a resumed run keeps the config it was started with")
-    return task + [f"hydra.run.dir={run}"] + [a for a in args if a.startswith(("hydra.", "hydra/", "-"))]
+    return quote_paths(task + [f"hydra.run.dir={run}"]) + [a for a in args if a.startswith(("hydra.", "hydra/", "-"))]
 
 
 def _flat(tree, prefix: str = "") -> dict:
@@ -135,6 +150,7 @@ def run_hydra(command: str, args: list[str]) -> int:
     from dlx.errors import DlxError, Preempted
 
     config.register()
+    args = quote_paths(args)
     # conf/hydra/launcher/joblib.yaml extends the joblib plugin's schema of the same name on purpose
     warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
     if command == "train" and any(a.startswith("resume=") for a in args) and not any(a in MULTIRUN_FLAGS for a in args):

@@ -111,13 +111,12 @@ def render(rows: list[Row], fmt: str) -> str:
         writer.writerow(header)
         writer.writerows(table)
         return out.getvalue()
-    above = f"all runs: {' '.join(common)}\n\n" if common else ""
     if fmt == "markdown":
-        lines = [above.rstrip("\n").replace("all runs: ", "All runs: `") + ("`\n" if common else ""),
-                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines = lines if common else lines[1:]
+        lines = [f"All runs: `{' '.join(common)}`", ""] if common else []
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
         return "\n".join(lines) + "\n"
+    above = f"all runs: {' '.join(common)}\n\n" if common else ""
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     fmt_row = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
     return above + "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths]), *map(fmt_row, table)]) + "\n"

@@ -49,13 +49,20 @@ def discard_run_dir_on_error(run_dir: Path, keep: bool = False):
 
 
 def run_name() -> str:
-    """The job's overrides (`model=cnn,optimizer.lr=0.01`), or 'defaults'."""
+    """The job's overrides (`model=cnn,optimizer.lr=0.01`; in a sweep, those of the keys it
+    varies), or 'defaults'."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dlx import job_label
 
     try:
-        return HydraConfig.get().job.override_dirname or "defaults"
+        hc = HydraConfig.get()
     except ValueError:  # called outside Hydra (tests calling train() directly)
         return "defaults"
+    if hc.mode == RunMode.MULTIRUN:
+        return job_label(list(hc.overrides.task), hc.sweep.dir) or "defaults"
+    return hc.job.override_dirname or "defaults"
 
 
 def task_overrides() -> list[str]:
@@ -263,28 +270,31 @@ def main(cfg: DictConfig) -> float:
     monitor = config["trainer"]["early_stopping"]["monitor"]
     resume_key = config.get("resume")
     multirun = hc.mode == RunMode.MULTIRUN
-    if config.get("sweep") and not multirun:
-        raise DlxError("sweep=NAME runs an Optuna search over many jobs: add -m (dlx train -m sweep=NAME)")
-    if multirun:
-        if resume_key is not None and str(resume_key).lower() not in ("true", "false"):
-            raise DlxError(f"resume={resume_key}: in a sweep (-m) use resume=true with hydra.sweep.dir=<the sweep's directory>; "
-                           "resume=DIR continues one run")
-        gpu = device.pin_job_gpu(int(hc.job.num), str(hc.launcher.get("_target_", "")))  # before TensorFlow starts
-        if gpu is not None:
-            log.info("job %s: GPU %s (CUDA_VISIBLE_DEVICES)", hc.job.num, gpu)
-        resume = str(resume_key).lower() == "true"
-        done = run_dir / "metrics.json"
-        if resume and done.is_file():  # a re-run killed sweep skips the jobs that finished
-            metrics = json.loads(done.read_text())
-            log.info("resume: job %s finished before (%s); skipped", hc.job.num, done)
-            value = metrics[f"best_{monitor}"]
-            return PrunedValue(value) if metrics.get("pruned_at_epoch") else value
-        # a job that Slurm requeued after a preemption continues where it stopped
-        resume = resume or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-    else:
-        resume = resume_key is not None  # the CLI has checked DIR and pointed hydra.run.dir at it
-        if resume and (run_dir / "metrics.json").is_file():
-            raise DlxError(f"resume={resume_key}: that run finished (metrics.json exists); nothing to resume")
+    # a resumed run's directory (or a resumed sweep's job directory) is not ours to remove
+    keep = (resume_key is not None and not multirun) or str(resume_key).lower() == "true"
+    with discard_run_dir_on_error(run_dir, keep=keep):
+        if config.get("sweep") and not multirun:
+            raise DlxError("sweep=NAME runs an Optuna search over many jobs: add -m (dlx train -m sweep=NAME)")
+        if multirun:
+            if resume_key is not None and str(resume_key).lower() not in ("true", "false"):
+                raise DlxError(f"resume={resume_key}: in a sweep (-m) use resume=true with hydra.sweep.dir=<the sweep's directory>; "
+                               "resume=DIR continues one run")
+            gpu = device.pin_job_gpu(int(hc.job.num), str(hc.launcher.get("_target_", "")))  # before TensorFlow starts
+            if gpu is not None:
+                log.info("job %s: GPU %s (CUDA_VISIBLE_DEVICES)", hc.job.num, gpu)
+            resume = str(resume_key).lower() == "true"
+            done = run_dir / "metrics.json"
+            if resume and done.is_file():  # a re-run killed sweep skips the jobs that finished
+                metrics = json.loads(done.read_text())
+                log.info("resume: job %s finished before (%s); skipped", hc.job.num, done)
+                value = metrics[f"best_{monitor}"]
+                return PrunedValue(value) if metrics.get("pruned_at_epoch") else value
+            # a job that Slurm requeued after a preemption continues where it stopped
+            resume = resume or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+        else:
+            resume = resume_key is not None  # the CLI has checked DIR and pointed hydra.run.dir at it
+            if resume and (run_dir / "metrics.json").is_file():
+                raise DlxError(f"resume={resume_key}: that run finished (metrics.json exists); nothing to resume")
     metrics, _ = train(config, run_dir, resume=resume)
     value = metrics[f"best_{monitor}"]
     return PrunedValue(value) if metrics.get("pruned_at_epoch") else value

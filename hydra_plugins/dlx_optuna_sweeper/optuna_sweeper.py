@@ -109,15 +109,25 @@ class OptunaSweeper(Sweeper):
             raise DlxError(f"sweep.direction: the stored study '{sweep.name}' was made to {study.direction.name.lower()}, not {direction}")
         return study, url
 
-    def _recover(self, study) -> None:
-        """Trials a killed sweep left running are failed, and tried again first."""
+    def _recover(self, study, sweep_dir: Path, monitor: str) -> None:
+        """Trials a killed sweep left running: one whose job had finished (its metrics.json is
+        there) is told its result; the others are failed and their parameters queued again."""
         from optuna.trial import TrialState
 
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            if trial.state == TrialState.RUNNING:
-                study.tell(trial.number, state=TrialState.FAIL)
-                study.enqueue_trial(trial.params, skip_if_exists=True)
-                log.info("trial %d was cut off by the kill; failed, and its parameters queued again", trial.number)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            done = [d / "metrics.json" for d in sweep_dir.glob(f"{trial.number}_*")] + [sweep_dir / str(trial.number) / "metrics.json"]
+            done = [p for p in done if p.is_file()]
+            if done:
+                metrics = json.loads(done[0].read_text())
+                if metrics.get("pruned_at_epoch"):
+                    study.tell(trial.number, state=TrialState.PRUNED)
+                else:
+                    study.tell(trial.number, float(metrics[f"best_{monitor}"]))
+                log.info("trial %d had finished before the kill; its result is kept", trial.number)
+                continue
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=True)
+            log.info("trial %d was cut off by the kill; failed, and its parameters queued again", trial.number)
 
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> Any:
@@ -143,7 +153,7 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study, url = self._study(sweep, sweep_dir, direction)
-        self._recover(study)
+        self._recover(study, sweep_dir, monitor)
         if not study.trials:
             for params in sweep.enqueue or []:
                 study.enqueue_trial(_choices_shown(OmegaConf.to_container(params, resolve=True), dists, texts))

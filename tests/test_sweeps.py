@@ -1,0 +1,382 @@
+"""Sweeps, launchers, resume and preemption, MLflow parent/child runs, HParams, `dlx runs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+
+# small, quick, and with dropout so that the random-generator state matters
+SMALL = ["trainer.epochs=3", "trainer.batch_size=64", "trainer.device=cpu", "regularization=dropout",
+         "regularization.dropout=0.2"]
+SCORES = ("test_accuracy", "test_loss", "best_val_loss", "epochs_run", "best_epoch")
+
+
+def metrics(path: Path) -> dict:
+    return json.loads((path / "metrics.json").read_text())
+
+
+def job_dirs(sweep: Path) -> dict[int, Path]:
+    return {int(p.name.split("_", 1)[0]): p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()}
+
+
+def dlx_exe() -> str:
+    return str(Path(sys.executable).with_name("dlx"))
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- multirun isolation
+@pytest.mark.slow
+def test_in_process_multirun_jobs_match_runs_alone(dlx, workdir):
+    """The basic launcher runs jobs one after another in one process: each must start from a
+    clean Keras state and the same seed, so job 1 equals the same config run alone."""
+    dlx("train", "-m", *SMALL, "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep", check=True)
+    dlx("train", *SMALL, "logger=none", "model=mlp", "hydra.run.dir=alone", check=True)
+    jobs = job_dirs(workdir / "sweep")
+    assert jobs[1].name == "1_model=mlp"  # readable job directory
+    alone, in_sweep = metrics(workdir / "alone"), metrics(jobs[1])
+    assert {k: alone[k] for k in SCORES} == {k: in_sweep[k] for k in SCORES}
+
+
+# --------------------------------------------------------------------------- parallel + MLflow
+@pytest.mark.slow
+def test_joblib_sweep_of_four_jobs_gives_four_mlflow_children_of_one_parent(dlx, workdir):
+    dlx("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *TINY, "trainer.epochs=1",
+        "model=softmax,mlp", "optimizer.lr=0.01,0.1", "hydra.sweep.dir=sweep", check=True)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("dlx.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(r.data.tags["dlx.job_num"] for r in children) == ["0", "1", "2", "3"]
+    assert {r.data.tags["dlx.sweep_id"] for r in children} == {"sweep"}
+    names = sorted(r.info.run_name for r in children)
+    assert names == ["model=mlp,optimizer.lr=0.01", "model=mlp,optimizer.lr=0.1",
+                     "model=softmax,optimizer.lr=0.01", "model=softmax,optimizer.lr=0.1"]  # what the sweep varies
+    assert parents[0].data.metrics["jobs_finished"] == 4
+    assert len(job_dirs(workdir / "sweep")) == 4
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_a_two_job_sweep(dlx, workdir):
+    dlx("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *TINY, "trainer.epochs=1",
+        "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep", check=True, timeout=600)
+    jobs = job_dirs(workdir / "sweep")
+    assert sorted(jobs) == [0, 1]
+    assert all((d / "metrics.json").is_file() for d in jobs.values())
+    assert list((workdir / "sweep" / ".submitit").iterdir())  # submitit's own job folders
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_a_two_job_sweep(dlx, workdir):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='the Ray launcher is an extra: pip install -e ".[ray]"')
+    dlx("train", "-m", "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2", *TINY, "trainer.epochs=1",
+        "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep", check=True, timeout=600)
+    jobs = job_dirs(workdir / "sweep")
+    assert sorted(jobs) == [0, 1] and all((d / "metrics.json").is_file() for d in jobs.values())
+
+
+# --------------------------------------------------------------------------- resume
+def start(workdir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([dlx_exe(), *args], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=os.environ.copy(), start_new_session=True)
+
+
+def saved_epoch(run: Path) -> int:
+    state = run / "checkpoints/resume/state.json"
+    try:
+        return json.loads(state.read_text())["epoch"] if state.is_file() else 0
+    except (ValueError, KeyError):  # caught between write and rename: never, but be safe
+        return 0
+
+
+RESUMABLE = ["trainer.epochs=5", "trainer.batch_size=16", "trainer.steps_per_execution=1", "trainer.device=cpu",
+             "trainer.deterministic=true", "regularization=dropout", "trainer.early_stopping.patience=2"]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_training_then_resume_equals_an_uninterrupted_run(dlx, workdir):
+    dlx("train", *RESUMABLE, "hydra.run.dir=full", check=True)
+    proc = start(workdir, "train", *RESUMABLE, "hydra.run.dir=killed")
+    wait_for(lambda: saved_epoch(workdir / "killed") >= 2 or proc.poll() is not None, what="two finished epochs")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (workdir / "killed/metrics.json").exists()
+    resumed_at = saved_epoch(workdir / "killed")
+    run_id = json.loads((workdir / "killed/checkpoints/resume/state.json").read_text())["mlflow_run_id"]
+
+    dlx("train", "resume=killed", check=True)
+    full, resumed = metrics(workdir / "full"), metrics(workdir / "killed")
+    assert resumed["resumed_from_epoch"] == resumed_at >= 2
+    assert {k: full[k] for k in SCORES} == {k: resumed[k] for k in SCORES}
+    assert f"resuming from the end of epoch {resumed_at}" in (workdir / "killed/train.log").read_text()
+    # same MLflow run, finished, with every epoch's metric once
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run_id, "val_loss")]
+    assert sorted(set(steps)) == list(range(full["epochs_run"]))
+    # TensorBoard went on counting epochs from where it stopped: one validation point per epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(workdir / "killed/tb/validation"))
+    acc.Reload()
+    assert sorted({e.step for e in acc.Tensors("epoch_loss")}) == list(range(full["epochs_run"]))
+    assert not (workdir / "killed/checkpoints/resume").exists()  # a finished run keeps no resume state
+
+
+def test_resume_refuses_a_non_run_directory_and_a_changed_config(dlx, workdir):
+    (workdir / "empty").mkdir()
+    proc = dlx("train", "resume=empty")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "dlx train: error: resume=empty: not a dlx train run directory (no .hydra/config.yaml)")
+
+    run = workdir / "r"
+    (run / ".hydra").mkdir(parents=True)
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(compose([*TINY, "logger=none"]), run / ".hydra/config.yaml")
+    (run / ".hydra/overrides.yaml").write_text("- trainer.epochs=2\n- trainer.batch_size=64\n- trainer.device=cpu\n- logger=none\n")
+    before = {p: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    proc = dlx("train", "resume=r", "optimizer.lr=0.5")
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("dlx train: error: resume=r: the config differs from the run's at optimizer.lr"), line
+    assert {p: p.read_bytes() for p in (run / ".hydra").iterdir()} == before  # nothing rewritten
+
+    proc = dlx("train", "-m", "resume=r", "model=softmax,mlp")
+    assert proc.returncode == 2 and "in a sweep (-m) use resume=true" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_not_resumed_and_a_sweep_resume_skips_finished_jobs(dlx, workdir):
+    dlx("train", "-m", *TINY, "trainer.epochs=1", "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep", check=True)
+    jobs = job_dirs(workdir / "sweep")
+    proc = dlx("train", f"resume={jobs[0]}")
+    assert proc.returncode == 2 and "that run finished (metrics.json exists); nothing to resume" in proc.stderr
+
+    (jobs[1] / "metrics.json").unlink()  # as if the sweep had been killed during job 1
+    model0 = (jobs[0] / "model.keras").stat().st_mtime_ns
+    dlx("train", "-m", *TINY, "trainer.epochs=1", "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep",
+        "resume=true", check=True)
+    assert (jobs[0] / "model.keras").stat().st_mtime_ns == model0  # skipped
+    assert "finished before" in (jobs[0] / "train.log").read_text()
+    assert (jobs[1] / "metrics.json").is_file()  # trained again
+
+
+@pytest.mark.slow
+def test_sigusr1_stops_training_keeps_the_epoch_state_and_requeues_on_slurm(dlx, workdir, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    args = [*RESUMABLE, "trainer.epochs=50", "trainer.early_stopping.enabled=false", "logger=none", "hydra.run.dir=pre"]
+    proc = subprocess.Popen([dlx_exe(), "train", *args], cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(lambda: saved_epoch(workdir / "pre") >= 1 or proc.poll() is not None, what="one finished epoch")
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGUSR1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("dlx train: stopped by signal 10; state saved at the end of epoch") and "resume=" in last
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert not (workdir / "pre/metrics.json").exists() and saved_epoch(workdir / "pre") >= 1
+
+
+# --------------------------------------------------------------------------- Optuna
+PRUNE_SWEEP = """\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: optuna
+hydra:
+  sweep:
+    dir: search
+sweep:
+  name: prune_test
+  n_trials: 4
+  pruner: median
+  startup_trials: 2
+  warmup_epochs: 0
+  params:
+    optimizer.lr: {type: categorical, choices: [0.05, 0.03, 0.02, 1.0e-7]}
+  enqueue: [{optimizer.lr: 0.05}, {optimizer.lr: 0.03}, {optimizer.lr: 1.0e-7}, {optimizer.lr: 0.02}]
+"""
+
+
+@pytest.mark.slow
+def test_optuna_sweep_prunes_the_bad_trial_and_resumes_after_a_kill(dlx, workdir):
+    conf = workdir / "conf" / "sweep"
+    conf.mkdir(parents=True)
+    (conf / "prune_test.yaml").write_text(PRUNE_SWEEP)
+    args = ["train", "-m", "--config-dir", "conf", "sweep=prune_test", "trainer.epochs=4", "trainer.device=cpu",
+            "trainer.batch_size=64", "logger=none"]
+    proc = start(workdir, *args)
+    search = workdir / "search"
+    finished = lambda: search.is_dir() and any((d / "metrics.json").is_file() for d in job_dirs(search).values())  # noqa: E731
+    wait_for(lambda: finished() or proc.poll() is not None, what="the first trial")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {n: metrics(d)["best_val_loss"] for n, d in job_dirs(search).items() if (d / "metrics.json").is_file()}
+    assert 0 in first
+
+    again = dlx(*args)  # the study exists: continuing it must be asked for
+    assert again.returncode == 2
+    assert "already holds a study" in again.stderr and "sweep.resume=true" in again.stderr.strip().splitlines()[-1]
+
+    dlx(*args, "sweep.resume=true", check=True, timeout=600)
+    with sqlite3.connect(search / "optuna.db") as db:
+        states = dict(db.execute("select number, state from trials").fetchall())
+    assert list(states.values()).count("COMPLETE") + list(states.values()).count("PRUNED") == 4
+    assert "PRUNED" in states.values()
+    results = (search / "optimization_results.yaml").read_text()
+    assert "best_value:" in results and "pruned:" in results
+    assert metrics(job_dirs(search)[0])["best_val_loss"] == first[0]  # the finished trial was kept, not rerun
+    pruned = [d.name for d in job_dirs(search).values() if metrics(d).get("pruned_at_epoch")]
+    assert any(name.endswith("optimizer.lr=1e-07") for name in pruned), pruned  # the deliberately bad trial
+    for name in ("trials.csv", "optimization_history.png", "parallel_coordinates.png"):
+        assert (search / name).stat().st_size > 0
+    table = dlx("runs", "search", check=True).stdout
+    assert "pruned" in table and table.index("optimizer.lr=0.03") < table.index("optimizer.lr=1e-07")
+
+
+def test_bad_sweep_input_is_one_clear_line(dlx, workdir):
+    (workdir / "conf/sweep").mkdir(parents=True)
+    (workdir / "conf/sweep/empty.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\nsweep:\n  name: empty\n  params: {}\n")
+    cases = [
+        (["-m", "hydra/launcher=nope", *TINY], "dlx train: error: unknown hydra/launcher 'nope'; choose one of:"),
+        (["-m", "hydra/sweeper=nope", *TINY], "dlx train: error: unknown hydra/sweeper 'nope'; choose one of:"),
+        (["-m", "--config-dir", "conf", "sweep=empty", *TINY, "logger=none", "hydra.sweep.dir=s1"],
+         "dlx train: error: sweep.params: the search space is empty"),
+        (["-m", "sweep=mlp_search", "model=mlp,cnn", *TINY, "logger=none", "hydra.sweep.dir=s3"],
+         "dlx train: error: model=mlp,cnn: an Optuna sweep takes its search space from sweep.params"),
+        (["sweep=mlp_search", *TINY], "dlx train: error: sweep=NAME runs an Optuna search over many jobs: add -m"),
+    ]
+    for args, expected in cases:
+        proc = dlx("train", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.strip().splitlines()[-1].startswith(expected), (args, proc.stderr)
+
+
+def test_search_space_checks():
+    from hydra_plugins.dlx_optuna_sweeper.optuna_sweeper import distributions
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from dlx.errors import DlxError
+
+    dists, texts = distributions({
+        "optimizer.lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+        "trainer.batch_size": {"type": "int", "low": 32, "high": 256, "step": 32},
+        "model.hidden": {"type": "categorical", "choices": [[64], [128, 64]]},
+    })
+    assert dists["optimizer.lr"] == FloatDistribution(1e-4, 0.1, log=True)
+    assert dists["trainer.batch_size"] == IntDistribution(32, 256, step=32)
+    assert isinstance(dists["model.hidden"], CategoricalDistribution)
+    assert list(texts["model.hidden"].values()) == ["[64]", "[128,64]"]  # what the jobs get as overrides
+    for bad, message in [
+        ({}, "sweep.params: the search space is empty"),
+        ({"a": {"type": "int", "low": 5, "high": 2}}, "sweep.params.a: low (5) must be below high (2)"),
+        ({"a": {"type": "float", "low": 0, "high": 1, "log": True}}, "sweep.params.a: log scale needs low > 0"),
+        ({"a": {"type": "float", "low": 0}}, "sweep.params.a: type float needs high"),
+        ({"a": {"type": "normal"}}, "sweep.params.a: unknown type 'normal'"),
+        ({"a": {"type": "categorical", "choices": []}}, "sweep.params.a: choices must be a non-empty list"),
+        ({"a": [1, 2]}, "sweep.params.a: expected {type: float|int|categorical, ...}"),
+    ]:
+        with pytest.raises(DlxError) as err:
+            distributions(bad)
+        assert str(err.value).startswith(message), err.value
+
+
+# --------------------------------------------------------------------------- devices
+def test_gpu_per_job_from_job_number_and_visible_gpus(tmp_path, monkeypatch):
+    from dlx.training import device
+
+    assert device.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1,2"}) == ["0", "1", "2"]
+    assert device.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert [device.gpu_for_job(n, ["0", "1", "2"]) for n in range(5)] == ["0", "1", "2", "0", "1"]
+    assert device.gpu_for_job(3, []) is None
+
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    env = {"CUDA_VISIBLE_DEVICES": "4,5"}
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)  # as in a fresh worker process
+    assert device.pin_job_gpu(3, joblib, env) == "5" and env["CUDA_VISIBLE_DEVICES"] == "5"
+    assert device.pin_job_gpu(3, device.BASIC_LAUNCHER, {"CUDA_VISIBLE_DEVICES": "4,5"}) is None  # in-process jobs
+    slurm = {"CUDA_VISIBLE_DEVICES": "4,5", "SLURM_JOB_ID": "1"}
+    assert device.pin_job_gpu(3, joblib, slurm) is None and slurm["CUDA_VISIBLE_DEVICES"] == "4,5"
+
+    # no CUDA_VISIBLE_DEVICES: count the GPUs with nvidia-smi (faked here: a server with 2)
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'GPU 0: H100 (UUID: a)'\necho 'GPU 1: H100 (UUID: b)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    env = {}
+    assert device.visible_gpus(env) == ["0", "1"]
+    assert device.pin_job_gpu(5, joblib, env) == "1" and env == {"CUDA_VISIBLE_DEVICES": "1"}
+
+
+def test_gpu_options_fall_back_to_cpu_with_one_line_each(dlx, workdir):
+    dlx("train", *TINY, "trainer.epochs=1", "logger=none", "trainer.strategy=mirrored", "trainer.precision=mixed_float16",
+        "trainer.devices=[0]", "trainer.jit_compile=true", "hydra.run.dir=r", check=True)
+    log = (workdir / "r/train.log").read_text()
+    for line in ("trainer.devices=[0]: no GPU in use, running on CPU",
+                 "trainer.strategy=mirrored: no GPU in use, running on CPU with the default strategy",
+                 "trainer.precision=mixed_float16: no GPU in use, running in float32 on CPU"):
+        assert log.count(line) == 1, line
+    assert metrics(workdir / "r")["test_accuracy"] > 0.3
+
+
+# --------------------------------------------------------------------------- dashboards
+def test_hparams_for_tensorboard_and_runs_table(dlx, workdir):
+    dlx("train", "-m", *TINY, "trainer.epochs=1", "logger=tensorboard", "optimizer.lr=0.01,0.2",
+        "hydra.sweep.dir=sweep", check=True)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for job in job_dirs(workdir / "sweep").values():
+        acc = EventAccumulator(str(job / "tb"))
+        acc.Reload()
+        plugins = acc.PluginTagToContent("hparams")
+        assert "_hparams_/session_start_info" in plugins
+        start = plugins["_hparams_/session_start_info"]
+        from tensorboard.plugins.hparams import plugin_data_pb2
+
+        info = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info
+        assert info.group_name == job.name.split("_", 1)[1]
+        assert "optimizer.lr" in info.hparams and "model.name" in info.hparams
+        assert "final/test_accuracy" in acc.Tags()["tensors"]
+
+    md = dlx("runs", "sweep", "--format", "markdown", check=True).stdout
+    lines = md.strip().splitlines()
+    assert lines[0] == "All runs: `trainer.epochs=1 trainer.batch_size=64 trainer.device=cpu logger=tensorboard`"
+    rows = [line for line in lines if line.startswith("| ") and "optimizer.lr=" in line]
+    assert len(rows) == 2
+    values = [float(r.split("|")[3]) for r in rows]
+    assert values == sorted(values)  # best (lowest val_loss) first
+    csv_out = dlx("runs", "sweep", "--format", "csv", check=True).stdout.splitlines()
+    assert csv_out[0] == "run,overrides,best_val_loss,test,epochs,seconds,status" and len(csv_out) == 3
+
+    assert dlx("runs", "nowhere").returncode == 2
