@@ -234,7 +234,7 @@ def test_optuna_sweep_prunes_the_bad_trial_and_resumes_after_a_kill(dlx, workdir
     conf.mkdir(parents=True)
     (conf / "prune_test.yaml").write_text(PRUNE_SWEEP)
     args = ["train", "-m", "--config-dir", "conf", "sweep=prune_test", "trainer.epochs=4", "trainer.device=cpu",
-            "trainer.batch_size=64", "logger=none"]
+            "trainer.batch_size=64", "logger=mlflow"]
     proc = start(workdir, *args)
     search = workdir / "search"
     finished = lambda: search.is_dir() and any((d / "metrics.json").is_file() for d in job_dirs(search).values())  # noqa: E731
@@ -262,6 +262,26 @@ def test_optuna_sweep_prunes_the_bad_trial_and_resumes_after_a_kill(dlx, workdir
         assert (search / name).stat().st_size > 0
     table = dlx("runs", "search", check=True).stdout
     assert "pruned" in table and table.index("optimizer.lr=0.03") < table.index("optimizer.lr=1e-07")
+    # MLflow: the pruned trial's child run is marked
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    bad = [r for r in runs if r.info.run_name == "optimizer.lr=1e-07" and r.info.status != "RUNNING"]
+    assert bad and all(r.info.status == "KILLED" and r.data.tags["dlx.status"] == "pruned" for r in bad)
+    assert len({r.data.tags.get("mlflow.parentRunId") for r in runs if r.data.tags.get("dlx.trial")}) == 1  # one parent
+
+
+@pytest.mark.slow
+def test_optuna_trials_in_parallel_processes_share_the_study(dlx, workdir):
+    dlx("train", "-m", "sweep=mlp_search", "hydra/launcher=joblib", "sweep.n_jobs=2", "sweep.n_trials=4",
+        "sweep.sampler=random", *TINY, "trainer.epochs=2", "logger=none", "hydra.sweep.dir=par", check=True)
+    with sqlite3.connect(workdir / "par/optuna.db") as db:
+        states = [s for (s,) in db.execute("select state from trials")]
+        reported = db.execute("select count(distinct trial_id) from trial_intermediate_values").fetchone()[0]
+    assert states == ["COMPLETE"] * 4 or sorted(set(states)) <= ["COMPLETE", "PRUNED"]
+    assert len(states) == 4 and reported == 4  # every worker process reported its epochs to the shared study
+    assert len(job_dirs(workdir / "par")) == 4
 
 
 def test_bad_sweep_input_is_one_clear_line(dlx, workdir):
