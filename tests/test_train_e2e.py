@@ -164,9 +164,9 @@ def test_corrupt_idx_file_is_reported(dlx, workdir, shared_mnist):
 def test_multirun_gives_each_job_its_run_dir(dlx, workdir):
     proc = dlx("train", "-m", *TINY, "trainer.epochs=1", "logger=none", "model=softmax,mlp",
                "hydra.sweep.dir=sweep", check=True)
-    for job in ("0", "1"):
+    for job in ("0_model=softmax", "1_model=mlp"):  # named by what the sweep varies
         assert (workdir / "sweep" / job / "metrics.json").is_file(), proc.stderr
-    assert "model:\n  name: softmax" in (workdir / "sweep/0/.hydra/config.yaml").read_text()
+    assert "model:\n  name: softmax" in (workdir / "sweep/0_model=softmax/.hydra/config.yaml").read_text()
 
 
 @pytest.mark.slow

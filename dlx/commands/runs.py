@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from dlx.errors import DlxError
+from dlx.training.state import resume_dir
 
 # override keys that say how a job was run, not what it is
 HIDDEN_OVERRIDES = ("sweep.trial=", "resume=", "sweep.resume=", "sweep.n_trials=", "sweep.n_jobs=")
@@ -55,7 +56,7 @@ def collect(root: Path) -> list[Row]:
         overrides_file = run / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         shown = [o for o in overrides or [] if not o.startswith(HIDDEN_OVERRIDES)]
-        metrics_file, state_file = run / "metrics.json", run / "checkpoints" / "resume" / "state.json"
+        metrics_file, state_file = run / "metrics.json", resume_dir(run) / "state.json"
         value = epochs = seconds = None
         test, metrics = "", {}
         if metrics_file.is_file():

@@ -122,11 +122,11 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[dic
     With `resume`, continue the killed run in `run_dir` from its last completed epoch."""
     from dlx import config, sweeps
     from dlx.data import datasets
-    from dlx.training.loop import ResumeState
+    from dlx.training import state as state_file
 
     c = ns(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = ResumeState.read(run_dir / "checkpoints" / "resume") if resume else None
+    state = state_file.read(state_file.resume_dir(run_dir)) if resume else None
     if resume and state is None:
         log.info("resume: no completed epoch saved in %s; training it from the start", run_dir)
     with discard_run_dir_on_error(run_dir, keep=resume):
@@ -207,11 +207,11 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[dic
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
                      run_dir / config.PRETRAINED_FILE, plot_dir]
         tracker.finish(metrics, artifacts, pruned=pruned_at is not None)
-        shutil.rmtree(run_dir / "checkpoints" / "resume", ignore_errors=True)  # finished: best/last .keras remain
+        shutil.rmtree(state_file.resume_dir(run_dir), ignore_errors=True)  # finished: best/last .keras remain
     except Preempted as exc:
         tracker.suspend()
         requeue_on_slurm()
-        saved = ResumeState.read(run_dir / "checkpoints" / "resume")
+        saved = state_file.read(state_file.resume_dir(run_dir))
         done = f"state saved at the end of epoch {saved['epoch']}" if saved else "no epoch had finished"
         raise Preempted(exc.signum, f"stopped by signal {exc.signum}; {done}; continue with: dlx train resume={run_dir}") from None
     except BaseException:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from dlx.config import higher_is_better, steps_per_execution
 from dlx.errors import DlxError
+from dlx.training import state as state_file
 
 log = logging.getLogger(__name__)
 
@@ -325,11 +326,6 @@ class ResumeState(keras.callbacks.Callback):
         self.restored: dict | None = None
         self.write_seconds = 0.0
 
-    @staticmethod
-    def read(directory: Path) -> dict | None:
-        path = directory / "state.json"
-        return json.loads(path.read_text()) if path.is_file() else None
-
     def _stateful(self):
         for cb in self.callbacks:
             attrs = self.STATE.get(type(cb).__name__)
@@ -379,7 +375,7 @@ class ResumeState(keras.callbacks.Callback):
         opt = [v.numpy() for v in self.checkpoints._optimizer_variables()]
         arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.model.variables)} | {f"o{i}": a for i, a in enumerate(opt)}
         _savez(self.dir / variables, n_model=len(self.model.variables), n_opt=len(opt), **arrays)
-        previous = self.read(self.dir) or {}
+        previous = state_file.read(self.dir) or {}
         best = previous.get("best")
         if self.checkpoints.best_epoch == epoch and "best" in self.checkpoints.snapshots:
             weights, best_opt = self.checkpoints.snapshots["best"]
@@ -501,9 +497,9 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         hist = _solve(model, data, batch_size, cbs, model.statistics_pass)
     else:
         epochs = passes or trainer["epochs"]
-        saver = ResumeState(ckpt_dir / "resume", cbs, checkpoints, epoch_log, extra_state or {})
+        saver = ResumeState(state_file.resume_dir(run_dir), cbs, checkpoints, epoch_log, extra_state or {})
         saver.set_model(model)
-        state = ResumeState.read(saver.dir) if resume else None
+        state = state_file.read(saver.dir) if resume else None
         if state is not None:
             saver.restore(state)
             resumed_from = state["epoch"]
