@@ -18,10 +18,12 @@ HYDRA_COMMANDS = {
     "eval": "re-evaluate a run's best model: dlx eval run=outputs/DATE/TIME",
     "predict": "run a model on new inputs (images, CSV rows, .txt): dlx predict run=DIR inputs='imgs/*.png'",
     "sample": "draw from a generative run (rbm, dbn: Gibbs chains; autoencoders): dlx sample run=DIR seed=1",
+    "serve": "a run's model over HTTP, with a page to draw or upload a digit: dlx serve run=DIR",
 }
 OTHER_COMMANDS = {
     "data": "list or download datasets: dlx data list | dlx data download mnist",
     "report": "run the book presets, write a results table: dlx report experiments [--quick]",
+    "users": "API keys for dlx serve: dlx users add NAME | list | revoke KEY_ID",
     "runs": "a sweep's jobs (or a folder of runs) as a table, best first: dlx runs multirun/DATE/TIME",
 }
 

@@ -803,6 +803,29 @@ class PredictConfig:
     top_k: int = 1
 
 
+class Auth(Enum):
+    hmac = "hmac"  # every /v1/ request signed with a key from `dlx users add`
+    none = "none"  # no signing: a local demo, only on 127.0.0.1
+
+
+@dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth: Auth = Auth.hmac
+    # users.db + server.key (keys), samples/ + samples.db (collected labelled images)
+    state_dir: str = "outputs/serve"
+    max_upload_bytes: int = 2_000_000  # larger requests get 413
+    max_batch: int = 64  # inputs per request
+    timeout_s: float = 10.0  # per prediction; slower gets 504
+
+
+@dataclass
+class ServeConfig:
+    run: str = MISSING  # a training run directory (an image or tabular classifier)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "dataset": {"base": DatasetConfig},
     "model": {
@@ -834,6 +857,7 @@ def register() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

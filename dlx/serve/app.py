@@ -1,0 +1,271 @@
+"""The HTTP app of `dlx serve`: one trained model, loaded once, behind signed /v1/ endpoints.
+
+    GET  /                 a page: upload or draw a digit, see the prediction, submit the right label
+    GET  /healthz          liveness and the model being served (unsigned)
+    GET  /v1/models        the model: run, family, classes, input shape
+    POST /v1/predict       JSON {"inputs": [...]} (arrays shaped like one example, or flat) or
+                           multipart image file(s) -> class and probabilities per input
+    POST /v1/samples       multipart image + label: stored for retraining (files + SQLite)
+
+Images go through the same preparation as `dlx predict` (dlx.commands.predict.prepare). Limits:
+`serve.max_upload_bytes` (413), `serve.max_batch` inputs per request (413), image types checked by
+their content (PNG, JPEG, GIF, BMP; else 415), `serve.timeout_s` per prediction (504). Errors are
+JSON: {"error": "one line"}. Nothing a caller sends names a file on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations here
+
+from dlx.serve.auth import AuthError, KeyStore, User
+
+log = logging.getLogger("dlx.serve")
+
+# magic numbers of the image formats accepted for upload
+IMAGE_TYPES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif", b"BM": "bmp"}
+PAGE = Path(__file__).with_name("page.html")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def image_type(data: bytes) -> str | None:
+    return next((kind for magic, kind in IMAGE_TYPES.items() if data.startswith(magic)), None)
+
+
+class Served:
+    """The loaded model and everything needed to prepare its inputs like `dlx predict` does."""
+
+    def __init__(self, run: str):
+        from dlx.commands._run import load_model, open_run
+        from dlx.data.datasets import DataSpec
+        from dlx.training import device
+
+        self.path, self.cfg = open_run(run)
+        self.spec = DataSpec.load(self.path / "data_spec.json")
+        if self.spec.kind != "image" and self.spec.kind != "tabular":
+            from dlx.errors import DlxError
+
+            raise DlxError(f"run={run}: dlx serve serves image and tabular classifiers; this run's data is {self.spec.kind}")
+        device.configure(self.cfg["trainer"]["device"])
+        self.model = load_model(self.path, self.cfg, self.spec)
+        self.version = hashlib.sha256((self.path / "model.keras").read_bytes()).hexdigest()[:12]
+        self.lock = threading.Lock()  # one predict call at a time into the model
+        self.predict(np.zeros((1, *self.spec.input_shape), np.float32))  # trace once before the first request
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": str(self.path), "family": self.cfg["model"]["name"], "dataset": self.cfg["dataset"]["name"],
+                "version": self.version, "classes": list(self.spec.class_names or []),
+                "input_shape": list(self.spec.input_shape), "kind": self.spec.kind}
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return np.asarray(self.model.predict_on_batch(batch))
+
+    def prepare_images(self, images: list[bytes]) -> np.ndarray:
+        from dlx.data.datasets import scale
+        from dlx.data.images import preprocess, read_grey
+        from dlx.errors import DlxError
+
+        if self.spec.kind != "image":
+            raise ApiError(415, f"this model takes {self.spec.input_shape[0]} feature values per input (JSON), not images")
+        out = []
+        for i, data in enumerate(images):
+            if image_type(data) is None:
+                raise ApiError(415, f"file {i + 1}: not an image (accepted: PNG, JPEG, GIF, BMP)")
+            try:
+                out.append(preprocess(read_grey(io.BytesIO(data)), self.spec))
+            except DlxError:
+                raise ApiError(415, f"file {i + 1}: not a readable image") from None
+        return scale(np.stack(out), self.spec).reshape((-1, *self.spec.input_shape)).astype(np.float32)
+
+    def prepare_arrays(self, inputs: Any) -> np.ndarray:
+        from dlx.data.datasets import scale
+
+        shape = tuple(self.spec.input_shape)
+        size = int(np.prod(shape))
+        try:
+            arr = np.asarray(inputs, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise ApiError(422, "inputs: expected a list of numeric arrays") from None
+        if arr.ndim == 0 or not np.isfinite(arr).all():
+            raise ApiError(422, "inputs: expected a list of arrays of finite numbers")
+        accepted = {shape, (size,)} | ({shape[:-1]} if shape[-1] == 1 else set())  # (8, 8, 1), (8, 8) or 64 values
+        if arr.shape[1:] not in accepted:
+            raise ApiError(422, f"inputs: each input must have shape {list(shape)} or {size} values; got {list(arr.shape[1:])}")
+        # raw values, as in the training files (pixels 0..255, feature values): scaled like the training data
+        return scale(arr, self.spec).reshape((-1, *shape)).astype(np.float32)
+
+    def answer(self, probs: np.ndarray) -> list[dict[str, Any]]:
+        names = list(self.spec.class_names or [])
+        out = []
+        for row in probs:
+            i = int(np.argmax(row))
+            out.append({"class": names[i] if names else i, "index": i,
+                        "probabilities": {(names[j] if names else str(j)): round(float(p), 6) for j, p in enumerate(row)}})
+        return out
+
+
+class Samples:
+    """Labelled images sent for retraining: files under <state>/samples/<label>/<id>.<type>, rows in samples.db."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory / "samples"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.db_path = directory / "samples.db"
+        with sqlite3.connect(self.db_path) as db:
+            db.execute("create table if not exists samples (id text primary key, label text not null, file text not null,"
+                       " sha256 text not null, user text, received real not null)")
+
+    def add(self, data: bytes, kind: str, label: str, user: str | None) -> dict[str, Any]:
+        sample_id = uuid.uuid4().hex
+        folder = self.directory / label
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{sample_id}.{kind}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        with sqlite3.connect(self.db_path) as db:
+            db.execute("insert into samples values (?, ?, ?, ?, ?, ?)",
+                       (sample_id, label, str(path.relative_to(self.directory)), hashlib.sha256(data).hexdigest(), user, time.time()))
+        return {"id": sample_id, "label": label}
+
+    def count(self) -> int:
+        with sqlite3.connect(self.db_path) as db:
+            return db.execute("select count(*) from samples").fetchone()[0]
+
+
+def create_app(run: str, settings: dict[str, Any]):
+    """The FastAPI app serving `run`. settings: auth (hmac | none), state_dir, max_upload_bytes,
+    max_batch, timeout_s."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    served = Served(run)
+    state = Path(settings["state_dir"])
+    keys = KeyStore(state) if settings["auth"] == "hmac" else None
+    samples = Samples(state)
+    app = FastAPI(title="dlx serve", version=served.version, docs_url="/docs", redoc_url=None)
+    app.state.served = served
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    async def read_body(request: Request) -> bytes:
+        limit = int(settings["max_upload_bytes"])
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, f"request body is over the limit of {limit} bytes")
+        request._body = bytes(body)  # what form parsing reads next
+        return request._body
+
+    async def caller(request: Request, body: bytes) -> User | None:
+        if keys is None:
+            return None
+        try:
+            user = keys.verify(request.headers, request.method, request.url.path, request.url.query, body)
+        except AuthError as exc:
+            log.warning("refused %s %s from %s: %s", request.method, request.url.path,
+                        request.client.host if request.client else "?", exc)
+            raise ApiError(401, str(exc)) from None
+        log.info("%s %s by %s (%s)", request.method, request.url.path, user.name, user.key_id)
+        return user
+
+    async def files_of(request: Request) -> tuple[list[bytes], dict[str, str]]:
+        form = await request.form(max_files=int(settings["max_batch"]) + 1)
+        files, fields = [], {}
+        for name, value in form.multi_items():
+            if hasattr(value, "read"):
+                files.append(await value.read())
+            else:
+                fields[name] = str(value)
+        return files, fields
+
+    async def run_model(batch: np.ndarray) -> np.ndarray:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(served.predict, batch), timeout=float(settings["timeout_s"]))
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"prediction took longer than {settings['timeout_s']} s") from None
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return PAGE.read_text().replace("{{MODEL}}", json.dumps(served.describe())).replace(
+            "{{AUTH}}", json.dumps(settings["auth"]))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "model": served.describe()["family"], "version": served.version, "samples": samples.count()}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        await caller(request, await read_body(request))
+        return {"models": [served.describe()]}
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        body = await read_body(request)
+        await caller(request, body)
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("multipart/form-data"):
+            files, _ = await files_of(request)
+            if not files:
+                raise ApiError(422, "no image file in the form (field 'file')")
+            count = len(files)
+        elif kind.startswith("application/json"):
+            try:
+                inputs = json.loads(body)["inputs"]
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(422, 'expected JSON {"inputs": [array, ...]}') from None
+            count = len(inputs) if isinstance(inputs, list) else 0
+            if count == 0:
+                raise ApiError(422, "inputs: expected a non-empty list of arrays")
+        else:
+            raise ApiError(415, "send application/json {\"inputs\": [...]} or multipart/form-data image files")
+        if count > int(settings["max_batch"]):
+            raise ApiError(413, f"{count} inputs in one request; the limit is {settings['max_batch']}")
+        batch = served.prepare_images(files) if kind.startswith("multipart/") else served.prepare_arrays(inputs)
+        probs = await run_model(batch)
+        return {"model": {"version": served.version, "family": served.describe()["family"]}, "predictions": served.answer(probs)}
+
+    @app.post("/v1/samples")
+    async def add_sample(request: Request):
+        body = await read_body(request)
+        user = await caller(request, body)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(415, "send multipart/form-data with an image file and a 'label' field")
+        files, fields = await files_of(request)
+        if len(files) != 1:
+            raise ApiError(422, f"expected one image file, got {len(files)}")
+        names = [str(c) for c in served.spec.class_names or []]
+        label = fields.get("label", "")
+        if label not in names:
+            raise ApiError(422, f"label: expected one of {', '.join(names)}; got '{label[:40]}'")
+        kind = image_type(files[0])
+        if kind is None:
+            raise ApiError(415, "not an image (accepted: PNG, JPEG, GIF, BMP)")
+        served.prepare_images(files)  # refuse what the model could not read
+        return samples.add(files[0], kind, label, user.name if user else None)
+
+    return app

@@ -1,0 +1,247 @@
+"""`dlx serve`: signed requests, the predict/samples API through the ASGI client and a real uvicorn."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_cfg
+
+
+# --------------------------------------------------------------------------- signing (no model)
+@pytest.fixture
+def store(tmp_path):
+    from dlx.serve.auth import KeyStore
+
+    return KeyStore(tmp_path / "state")
+
+
+def signed(key_id, secret, body=b'{"inputs": []}', path="/v1/predict", query="", now=None):
+    from dlx.serve.auth import signed_headers
+
+    return signed_headers(key_id, secret, "POST", path, query, body, now=now)
+
+
+def test_keys_are_stored_only_as_keyed_hashes(store):
+    key_id, secret = store.add("alice")
+    assert key_id.startswith("dlx_") and len(secret) == 64
+    raw = b"".join(p.read_bytes() for p in store.directory.glob("users.db*"))  # the database and its WAL
+    assert secret.encode() not in raw and key_id.encode() in raw
+    assert oct((store.directory / "server.key").stat().st_mode & 0o777) == "0o600"
+    assert store.users() == [(key_id, "alice", False)]
+    with pytest.raises(ValueError):
+        store.add("bad name; drop table")
+
+
+def test_signature_checks(store):
+    from dlx.serve.auth import AuthError
+
+    key_id, secret = store.add("alice")
+    other_id, other_secret = store.add("bob")
+    body = b'{"inputs": [[1, 2]]}'
+    h = signed(key_id, secret, body, query="b=2&a=1")
+    assert store.verify(h, "POST", "/v1/predict", "a=1&b=2", body).name == "alice"  # query order does not matter
+
+    def refused(headers, body=body, path="/v1/predict", query="", now=None) -> str:
+        with pytest.raises(AuthError) as err:
+            store.verify(headers, "POST", path, query, body, now=now)
+        return str(err.value)
+
+    assert refused(signed(key_id, secret, body), body=body + b" ") == "bad signature or unknown key"  # tampered body
+    assert refused(signed(key_id, secret, body), path="/v1/samples") == "bad signature or unknown key"  # other path
+    assert refused(signed(key_id, other_secret, body)) == "bad signature or unknown key"  # wrong key
+    assert refused(signed("dlx_0000000000000000", secret, body)) == "bad signature or unknown key"  # unknown id
+    old = signed(key_id, secret, body, now=time.time() - 301)
+    assert refused(old).startswith("X-Dlx-Timestamp is 30")
+    h = signed(other_id, other_secret, body)
+    assert store.verify(h, "POST", "/v1/predict", "", body).name == "bob"
+    assert refused(h) == "X-Dlx-Nonce was used before (replayed request)"
+    for header in ("X-Dlx-Key", "X-Dlx-Timestamp", "X-Dlx-Nonce", "X-Dlx-Signature"):
+        partial = {k: v for k, v in signed(key_id, secret, body).items() if k != header}
+        assert refused(partial) == f"unsigned request: missing header {header}"
+    assert store.revoke(other_id)
+    assert refused(signed(other_id, other_secret, body)) == "bad signature or unknown key"
+
+
+# --------------------------------------------------------------------------- the app
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A small digits MLP, trained once for the module."""
+    from dlx.commands.train import train
+
+    run = tmp_path_factory.mktemp("serve") / "run"
+    cfg = tiny_cfg("trainer.epochs=5")
+    train(cfg, run)
+    (run / ".hydra").mkdir(exist_ok=True)
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(OmegaConf.create(cfg), run / ".hydra/config.yaml")
+    return run
+
+
+def digit_png(index: int = 0) -> tuple[bytes, int]:
+    """A digits test image as an 8x8 PNG (0..16 scaled to 0..255) and its label."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img = (d.images[-index - 1] * (255 / 16)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, format="PNG")
+    return buf.getvalue(), int(d.target[-index - 1])
+
+
+SETTINGS = {"auth": "hmac", "max_upload_bytes": 200_000, "max_batch": 8, "timeout_s": 10.0}
+
+
+@pytest.fixture
+def api(run_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dlx.serve.app import create_app
+    from dlx.serve.auth import KeyStore
+
+    state = tmp_path / "state"
+    key_id, secret = KeyStore(state).add("tester")
+    client = TestClient(create_app(str(run_dir), SETTINGS | {"state_dir": str(state)}))
+
+    def call(path, body=b"", content_type="application/json", sign=True, method="POST"):
+        headers = {"Content-Type": content_type}
+        if sign:
+            from dlx.serve.auth import signed_headers
+
+            headers |= signed_headers(key_id, secret, method, path, "", body)
+        return client.request(method, path, content=body, headers=headers)
+
+    call.state = state
+    return call
+
+
+def test_predict_json_and_images_as_dlx_predict_does(api, run_dir, tmp_path):
+    from dlx.commands.predict import predict
+
+    r = api("/v1/models", method="GET")
+    assert r.status_code == 200 and r.json()["models"][0]["classes"] == [str(i) for i in range(10)]
+    png, label = digit_png(0)
+    from dlx.serve.client import multipart
+
+    body, kind = multipart([("file", "a.png", png), ("file", "b.png", digit_png(1)[0])], {})
+    r = api("/v1/predict", body, kind)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 2 and set(preds[0]) == {"class", "index", "probabilities"}
+    (tmp_path / "a.png").write_bytes(png)
+    cli = predict(str(run_dir), str(tmp_path / "a.png"), top_k=10)[0]  # what `dlx predict` says of the same file
+    assert preds[0]["class"] == cli["class"]
+    for name, p in cli["top"]:
+        assert abs(preds[0]["probabilities"][name] - p) < 1e-5
+
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    raw = d.images[-40:]  # raw pixel values 0..16, as in the training data
+    r = api("/v1/predict", json.dumps({"inputs": raw[:8].tolist()}).encode())
+    assert r.status_code == 200, r.text
+    flat = api("/v1/predict", json.dumps({"inputs": raw[:8].reshape(8, -1).tolist()}).encode()).json()
+    assert [p["class"] for p in r.json()["predictions"]] == [p["class"] for p in flat["predictions"]]
+    right = sum(int(p["class"]) == t for p, t in zip(r.json()["predictions"], d.target[-40:][:8]))
+    assert right >= 6  # a 5-epoch MLP on digits
+
+
+def test_api_errors_are_json_and_4xx(api):
+    from dlx.serve.client import multipart
+
+    cases = [
+        (api("/v1/predict", b'{"inputs": [[1, 2, 3]]}'), 422, "inputs: each input must have shape [8, 8, 1] or 64 values"),
+        (api("/v1/predict", b'{"nope": 1}'), 422, 'expected JSON {"inputs": [array, ...]}'),
+        (api("/v1/predict", json.dumps({"inputs": [[0] * 64] * 9}).encode()), 413, "9 inputs in one request; the limit is 8"),
+        (api("/v1/predict", b"x" * 200_001), 413, "request body of 200001 bytes is over the limit of 200000 bytes"),
+        (api("/v1/predict", *multipart([("file", "x.png", b"GIF89a not really")], {})), 415, "file 1: not a readable image"),
+        (api("/v1/predict", *multipart([("file", "x.png", b"%PDF-1.4")], {})), 415, "file 1: not an image"),
+        (api("/v1/predict", b"{}", "text/plain"), 415, "send application/json"),
+        (api("/v1/predict", b'{"inputs": []}', sign=False), 401, "unsigned request: missing header X-Dlx-Key"),
+        (api("/v1/models", method="GET", sign=False), 401, "unsigned request"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status, (response.status_code, response.text)
+        assert response.json()["error"].startswith(message), response.json()
+
+
+def test_samples_are_stored_for_retraining(api):
+    import sqlite3
+
+    from dlx.serve.client import multipart
+
+    png, label = digit_png(2)
+    r = api("/v1/samples", *multipart([("file", "s.png", png)], {"label": str(label)}))
+    assert r.status_code == 200, r.text
+    sample = r.json()
+    stored = api.state / "samples" / str(label) / f"{sample['id']}.png"
+    assert stored.read_bytes() == png
+    with sqlite3.connect(api.state / "samples.db") as db:
+        assert db.execute("select label, user from samples").fetchall() == [(str(label), "tester")]
+    bad = api("/v1/samples", *multipart([("file", "s.png", png)], {"label": "../../etc"}))
+    assert bad.status_code == 422 and bad.json()["error"].startswith("label: expected one of 0, 1, 2")
+    assert not (api.state / "etc").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_real_server_with_signed_client(run_dir, tmp_path):
+    exe = str(Path(sys.executable).with_name("dlx"))
+    state = tmp_path / "state"
+    out = subprocess.run([exe, "users", "add", "carol", "--state-dir", str(state)], capture_output=True, text=True, check=True).stdout
+    key_id = out.split("key id:")[1].split()[0]
+    secret = out.split("secret:")[1].split()[0]
+    port = free_port()
+    server = subprocess.Popen([exe, "serve", f"run={run_dir}", f"serve.port={port}", f"serve.state_dir={state}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        import httpx
+
+        from dlx.serve.client import Client, ServeError
+
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        page = httpx.get(base).text
+        assert "<canvas" in page and '"family": "mlp"' in page
+        client = Client(base, key_id, secret)
+        png, label = digit_png(3)
+        pred = client.predict_images([png])[0]
+        assert set(pred["probabilities"]) == {str(i) for i in range(10)}
+        assert client.add_sample(png, str(label))["label"] == str(label)
+        with pytest.raises(ServeError) as err:
+            Client(base, key_id, "0" * 64).models()
+        assert err.value.status == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_auth_none_only_on_localhost(dlx, workdir, run_dir):
+    proc = dlx("serve", f"run={run_dir}", "serve.auth=none", "serve.host=0.0.0.0")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "dlx serve: error: serve.auth=none serves unsigned requests: only on 127.0.0.1, not serve.host=0.0.0.0")
