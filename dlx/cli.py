@@ -23,6 +23,7 @@ HYDRA_COMMANDS = {
 OTHER_COMMANDS = {
     "data": "list or download datasets: dlx data list | dlx data download mnist",
     "report": "run the book presets, write a results table: dlx report experiments [--quick]",
+    "worker": "run the training jobs queued by dlx serve: dlx worker --state-dir outputs/serve",
     "users": "API keys for dlx serve: dlx users add NAME | list | revoke KEY_ID",
     "runs": "a sweep's jobs (or a folder of runs) as a table, best first: dlx runs multirun/DATE/TIME",
 }

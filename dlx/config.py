@@ -808,6 +808,11 @@ class Auth(Enum):
     none = "none"  # no signing: a local demo, only on 127.0.0.1
 
 
+class Worker(Enum):
+    thread = "thread"
+    none = "none"
+
+
 @dataclass
 class ServeSettings:
     host: str = "127.0.0.1"
@@ -818,6 +823,8 @@ class ServeSettings:
     max_upload_bytes: int = 2_000_000  # larger requests get 413
     max_batch: int = 64  # inputs per request
     timeout_s: float = 10.0  # per prediction; slower gets 504
+    # who runs /v1/jobs: a worker thread in the server, or none (`dlx worker` processes instead)
+    worker: Worker = Worker.thread
 
 
 @dataclass

@@ -245,3 +245,61 @@ def test_auth_none_only_on_localhost(dlx, workdir, run_dir):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "dlx serve: error: serve.auth=none serves unsigned requests: only on 127.0.0.1, not serve.host=0.0.0.0")
+
+
+# --------------------------------------------------------------------------- jobs
+def wait_job(client, call, job_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = call(client, f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("finished", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def signed_call(key_id, secret):
+    from dlx.serve.auth import signed_headers
+
+    def call(client, path, payload=None):
+        body = b"" if payload is None else json.dumps(payload).encode()
+        method = "GET" if payload is None else "POST"
+        headers = {"Content-Type": "application/json"} | signed_headers(key_id, secret, method, path, "", body)
+        return client.request(method, path, content=body, headers=headers)
+
+    return call
+
+
+@pytest.mark.slow
+def test_jobs_persist_across_a_restart_and_a_failing_job_leaves_the_worker_running(run_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dlx.serve.app import create_app
+    from dlx.serve.auth import KeyStore
+
+    state = tmp_path / "state"
+    call = signed_call(*KeyStore(state).add("jobs"))
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().images[-3:].tolist()
+    # a server without a worker: the jobs wait in the queue
+    with TestClient(create_app(str(run_dir), SETTINGS | {"state_dir": str(state), "worker": "none"})) as client:
+        queued = call(client, "/v1/jobs", {"kind": "predict", "inputs": raw})
+        assert queued.status_code == 202, queued.text
+        failing = call(client, "/v1/jobs", {"kind": "train", "overrides": ["model=nope"]}).json()["id"]
+        training = call(client, "/v1/jobs", {"kind": "train", "overrides": ["trainer.epochs=1", "logger=none"]}).json()["id"]
+        time.sleep(0.5)
+        assert call(client, f"/v1/jobs/{queued.json()['id']}").json()["status"] == "queued"
+        for bad in (["hydra.run.dir=/etc"], ["-m"], "model=cnn", ["a=1\nb=2"]):
+            r = call(client, "/v1/jobs", {"kind": "train", "overrides": bad})
+            assert r.status_code == 422 and r.json()["error"].startswith("overrides:"), (bad, r.text)
+        assert call(client, "/v1/jobs/" + "0" * 32).status_code == 404
+    # a new server on the same state directory, with its worker thread: the queued jobs run
+    with TestClient(create_app(str(run_dir), SETTINGS | {"state_dir": str(state)})) as client:
+        done = wait_job(client, call, queued.json()["id"])
+        assert done["status"] == "finished" and len(done["result"]) == 3 and done["user"] == "jobs"
+        failed = wait_job(client, call, failing)
+        assert failed["status"] == "failed"
+        assert failed["error"].startswith("dlx train: error: unknown model 'nope'; choose one of:")
+        trained = wait_job(client, call, training)  # queued after the failing one: the worker went on
+        assert trained["status"] == "finished", trained
+        assert Path(trained["result"]["run"], "model.keras").is_file() and trained["result"]["metrics"]["epochs_run"] == 1

@@ -6,6 +6,8 @@
     POST /v1/predict       JSON {"inputs": [...]} (arrays shaped like one example, or flat) or
                            multipart image file(s) -> class and probabilities per input
     POST /v1/samples       multipart image + label: stored for retraining (files + SQLite)
+    POST /v1/jobs          {"kind": "predict", "inputs": [...]} or {"kind": "train", "overrides": [...]} -> job id
+    GET  /v1/jobs/{id}     status (queued, running, finished, failed), result or error (dlx/serve/jobs.py)
 
 Images go through the same preparation as `dlx predict` (dlx.commands.predict.prepare). Limits:
 `serve.max_upload_bytes` (413), `serve.max_batch` inputs per request (413), image types checked by
@@ -161,8 +163,25 @@ def create_app(run: str, settings: dict[str, Any]):
     state = Path(settings["state_dir"])
     keys = KeyStore(state) if settings["auth"] == "hmac" else None
     samples = Samples(state)
-    app = FastAPI(title="dlx serve", version=served.version, docs_url="/docs", redoc_url=None)
+    from contextlib import asynccontextmanager
+
+    from dlx.serve.jobs import Jobs
+
+    def predict_job(inputs):
+        return served.answer(served.predict(served.prepare_arrays(inputs)))
+
+    jobs = Jobs(state, predict_job)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if settings.get("worker", "thread") == "thread":
+            jobs.start_worker()
+        yield
+        jobs.stop_worker()
+
+    app = FastAPI(title="dlx serve", version=served.version, docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.served = served
+    app.state.jobs = jobs
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -267,5 +286,33 @@ def create_app(run: str, settings: dict[str, Any]):
             raise ApiError(415, "not an image (accepted: PNG, JPEG, GIF, BMP)")
         served.prepare_images(files)  # refuse what the model could not read
         return samples.add(files[0], kind, label, user.name if user else None)
+
+    @app.post("/v1/jobs", status_code=202)
+    async def submit_job(request: Request):
+        body = await read_body(request)
+        user = await caller(request, body)
+        try:
+            spec = json.loads(body)
+            kind = spec.pop("kind")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ApiError(422, 'expected JSON {"kind": "predict" | "train", ...}') from None
+        if kind == "predict":
+            inputs = spec.get("inputs")
+            if not isinstance(inputs, list) or not inputs or len(inputs) > int(settings["max_batch"]):
+                raise ApiError(422, f"inputs: expected 1 to {settings['max_batch']} arrays")
+            served.prepare_arrays(inputs)  # refuse a malformed batch now, not in the worker
+        try:
+            job_id = jobs.submit(kind, spec, user.name if user else None)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        return {"id": job_id, "status": "queued"}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job_status(job_id: str, request: Request):
+        await caller(request, await read_body(request))
+        job = jobs.get(job_id) if job_id.isalnum() and len(job_id) == 32 else None
+        if job is None:
+            raise ApiError(404, f"no job {job_id[:40]}")
+        return job
 
     return app
