@@ -18,6 +18,7 @@ HYDRA_COMMANDS = {
     "eval": "re-evaluate a run's best model: dlx eval run=outputs/DATE/TIME",
     "predict": "run a model on new inputs (images, CSV rows, .txt): dlx predict run=DIR inputs='imgs/*.png'",
     "sample": "draw from a generative run (rbm, dbn: Gibbs chains; autoencoders): dlx sample run=DIR seed=1",
+    "promote": "register a run's model as the champion if it beats the current one: dlx promote run=DIR",
     "serve": "a run's model over HTTP, with a page to draw or upload a digit: dlx serve run=DIR",
 }
 OTHER_COMMANDS = {

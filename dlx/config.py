@@ -146,6 +146,9 @@ class DatasetConfig:
     test_size: int = 0
     # keep only the first N training examples (quick runs, tests); null = all
     subset: Optional[int] = None
+    # labelled images collected by `dlx serve` (POST /v1/samples), added to the training split:
+    # "samples" = those of the default serve.state_dir (outputs/serve), or a state directory
+    extra: Optional[str] = None
     # generated datasets (synthetic_line, blobs2d, cancer_synthetic): size, noise and their own seed
     n_samples: Optional[int] = None  # null = the dataset's book size
     noise: float = 10.0
@@ -825,12 +828,25 @@ class ServeSettings:
     timeout_s: float = 10.0  # per prediction; slower gets 504
     # who runs /v1/jobs: a worker thread in the server, or none (`dlx worker` processes instead)
     worker: Worker = Worker.thread
+    # model=models:/NAME@ALIAS: how often to look for a newly promoted version (POST /v1/reload: now)
+    poll_s: float = 30.0
+    tracking_uri: Optional[str] = None  # of the model registry; null = as dlx train
 
 
 @dataclass
 class ServeConfig:
-    run: str = MISSING  # a training run directory (an image or tabular classifier)
+    run: Optional[str] = None  # a training run directory (an image or tabular classifier)
+    # or a registered model: models:/NAME@champion (followed: a newly promoted champion is loaded)
+    model: Optional[str] = None
     serve: ServeSettings = field(default_factory=ServeSettings)
+
+
+@dataclass
+class PromoteConfig:
+    run: str = MISSING  # the candidate: a finished training run directory
+    name: str = "dlx"  # the registered model's name in MLflow's model registry
+    alias: str = "champion"
+    tracking_uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -865,6 +881,7 @@ def register() -> None:
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="sample_schema", node=SampleConfig)
     cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="promote_schema", node=PromoteConfig)
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

@@ -303,3 +303,74 @@ def test_jobs_persist_across_a_restart_and_a_failing_job_leaves_the_worker_runni
         trained = wait_job(client, call, training)  # queued after the failing one: the worker went on
         assert trained["status"] == "finished", trained
         assert Path(trained["result"]["run"], "model.keras").is_file() and trained["result"]["metrics"]["epochs_run"] == 1
+
+
+# --------------------------------------------------------------------------- retraining loop
+def trained(where: Path, *overrides: str) -> Path:
+    from omegaconf import OmegaConf
+
+    from dlx.commands.train import train
+
+    cfg = tiny_cfg(*overrides)
+    train(cfg, where)
+    (where / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(OmegaConf.create(cfg), where / ".hydra/config.yaml")
+    return where
+
+
+@pytest.mark.slow
+def test_promotion_refuses_a_worse_model_and_the_server_follows_the_champion(dlx, run_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dlx.commands.promote import promote
+    from dlx.errors import DlxError
+    from dlx.serve.app import create_app
+    from dlx.serve.auth import KeyStore
+
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    worse = trained(tmp_path / "worse", "trainer.epochs=1", "optimizer.lr=1e-5")
+    first = promote(str(run_dir), tracking_uri=uri)
+    assert first["version"] == "1"
+    with pytest.raises(DlxError) as err:
+        promote(str(worse), tracking_uri=uri)
+    assert "not promoted: test accuracy" in str(err.value) and f"below the champion's {first['test_accuracy']:.4f}" in str(err.value)
+    proc = dlx("promote", f"run={worse}", f"tracking_uri={uri}")  # the same through the CLI: one line, exit 2
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("dlx promote: error: run=")
+
+    state = tmp_path / "state"
+    call = signed_call(*KeyStore(state).add("ops"))
+    settings = SETTINGS | {"state_dir": str(state), "tracking_uri": uri, "poll_s": 3600.0}
+    with TestClient(create_app("models:/dlx@champion", settings)) as client:
+        assert call(client, "/v1/models").json()["models"][0]["registry_version"] == "1"
+        assert call(client, "/v1/reload", {}).json()["changed"] is False
+        again = promote(str(run_dir), tracking_uri=uri)  # as good as the champion: allowed
+        assert again["version"] == "2"
+        reloaded = call(client, "/v1/reload", {}).json()
+        assert reloaded["changed"] is True and reloaded["registry_version"] == "2"
+        assert call(client, "/v1/models").json()["models"][0]["registry_version"] == "2"
+
+
+def test_dataset_extra_adds_the_collected_samples_to_training(api, run_dir):
+    from dlx.commands.train import ns
+    from dlx.data import datasets
+    from dlx.errors import DlxError
+    from dlx.serve.client import multipart
+
+    labels = []
+    for i in (4, 5, 6):
+        png, label = digit_png(i)
+        assert api("/v1/samples", *multipart([("file", "s.png", png)], {"label": str(label)})).status_code == 200
+        labels.append(label)
+    base = datasets.load(ns(tiny_cfg()["dataset"]))
+    more = datasets.load(ns(tiny_cfg(f"dataset.extra={api.state}")["dataset"]))
+    assert len(more.train) == len(base.train) + 3 and len(more.val) == len(base.val) and len(more.test) == len(base.test)
+    assert more.train.y[-3:].tolist() == labels
+    # each image went through the preparation `dlx predict` gives the same file
+    from dlx.commands.predict import prepare
+
+    files = sorted((api.state / "samples").rglob("*.png"), key=lambda p: p.stat().st_mtime_ns)
+    batch, _ = prepare(files, more.spec, tiny_cfg()["dataset"])
+    assert np.allclose(more.train.x[-3:], batch, atol=1e-6)
+    with pytest.raises(DlxError) as err:
+        datasets.load(ns(tiny_cfg("dataset.extra=/nowhere")["dataset"]))
+    assert str(err.value).startswith("dataset.extra=/nowhere: no /nowhere/samples.db")

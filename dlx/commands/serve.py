@@ -25,13 +25,25 @@ def settings_of(cfg: DictConfig) -> dict:
     return settings
 
 
+def source_of(cfg: DictConfig) -> str:
+    if (cfg.run is None) == (cfg.model is None):
+        raise DlxError("give one of run=DIR (a training run) or model=models:/NAME@champion (a registered model)")
+    if cfg.model is not None:
+        from dlx.serve import registry
+
+        registry.parse(cfg.model)
+        return str(cfg.model)
+    return str(cfg.run)
+
+
 def main(cfg: DictConfig) -> None:
     import uvicorn
 
     from dlx.serve.app import create_app
 
     settings = settings_of(cfg)
-    app = create_app(cfg.run, settings)
-    log.info("serving %s (version %s) on http://%s:%d/ (auth %s)", cfg.run, app.state.served.version,
+    source = source_of(cfg)
+    app = create_app(source, settings)
+    log.info("serving %s (version %s) on http://%s:%d/ (auth %s)", source, app.state.current.served.version,
              settings["host"], settings["port"], settings["auth"])
     uvicorn.run(app, host=settings["host"], port=settings["port"], log_level="warning")

@@ -237,6 +237,33 @@ def _summary(name: str, data: Data) -> None:
     )
 
 
+def collected_samples(extra: str, spec: DataSpec, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled images `dlx serve` collected (<state>/samples.db + files), prepared as
+    `dlx predict` prepares images, in the dataset's raw pixel range; labels as class indices."""
+    import sqlite3
+
+    from dlx.data.images import preprocess, read_grey
+
+    state = Path("outputs/serve" if extra == "samples" else extra).expanduser()
+    db = state / "samples.db"
+    if spec.kind != "image":
+        raise DlxError(f"dataset.extra={extra}: collected samples are images; dataset={spec.name} is {spec.kind} data")
+    if not db.is_file():
+        raise DlxError(f"dataset.extra={extra}: no {db} (samples are collected by dlx serve, POST /v1/samples)")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select label, file from samples order by received").fetchall()
+    names = [str(c) for c in spec.class_names or []]
+    xs, ys = [], []
+    for label, file in rows:
+        if label not in names:
+            raise DlxError(f"dataset.extra={extra}: sample {file} is labelled '{label}', not a class of {spec.name} ({', '.join(names)})")
+        xs.append(preprocess(read_grey(state / "samples" / file), spec).reshape(shape))
+        ys.append(names.index(label))
+    if not xs:
+        raise DlxError(f"dataset.extra={extra}: {db} holds no samples yet")
+    return np.stack(xs), np.asarray(ys)
+
+
 def load(cfg, words: bool = False) -> Data:
     """Load, split and scale the dataset described by `cfg` (a `dataset` config node). `words`:
     text datasets as padded word-id sequences rather than word counts (see dlx/data/text.py)."""
@@ -259,6 +286,11 @@ def load(cfg, words: bool = False) -> Data:
     x_train, y_train = x_train[: -cfg.val_size], y_train[: -cfg.val_size]
     if cfg.subset is not None:
         x_train, y_train = x_train[: cfg.subset], y_train[: cfg.subset]
+    if getattr(cfg, "extra", None):
+        x_more, y_more = collected_samples(cfg.extra, spec, x_train.shape[1:])
+        x_train = np.concatenate([x_train, x_more.astype(x_train.dtype)])
+        y_train = np.concatenate([y_train, y_more.astype(y_train.dtype)])
+        log.info("dataset.extra=%s: %d collected samples added to the training split", cfg.extra, len(y_more))
 
     spec.scaling = "none" if spec.kind == "words" else str(cfg.scaling)  # ids are not scaled
     if spec.kind != "image" and spec.scaling != "none":

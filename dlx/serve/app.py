@@ -153,13 +153,51 @@ class Samples:
             return db.execute("select count(*) from samples").fetchone()[0]
 
 
-def create_app(run: str, settings: dict[str, Any]):
-    """The FastAPI app serving `run`. settings: auth (hmac | none), state_dir, max_upload_bytes,
-    max_batch, timeout_s."""
+class Current:
+    """The model being served. With a models:/NAME@ALIAS source, `refresh()` loads the version the
+    alias points at when it changed (polled every serve.poll_s, or on POST /v1/reload); requests
+    in flight keep the model they started with."""
+
+    def __init__(self, source: str, tracking_uri: str | None):
+        self.source, self.tracking_uri = source, tracking_uri
+        self.version: str | None = None
+        self.lock = threading.Lock()
+        self.served = self._load()
+
+    def _load(self) -> Served:
+        if not self.source.startswith("models:/"):
+            return Served(self.source)
+        from dlx.serve import registry
+
+        run, self.version = registry.resolve(self.source, self.tracking_uri)
+        served = Served(run)
+        served.registry_version = self.version
+        return served
+
+    def refresh(self) -> bool:
+        """Load a newly promoted version; True when the served model changed."""
+        if not self.source.startswith("models:/"):
+            return False
+        from dlx.serve import registry
+
+        with self.lock:
+            _, version = registry.resolve(self.source, self.tracking_uri)
+            if version == self.version:
+                return False
+            old = self.version
+            self.served = self._load()
+            log.info("%s: version %s -> %s (%s)", self.source, old, self.version, self.served.path)
+            return True
+
+
+def create_app(source: str, settings: dict[str, Any]):
+    """The FastAPI app serving `source`: a run directory or models:/NAME@ALIAS. settings: auth
+    (hmac | none), state_dir, max_upload_bytes, max_batch, timeout_s, worker, poll_s, tracking_uri."""
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    served = Served(run)
+    current = Current(source, settings.get("tracking_uri"))
+    served = current.served
     state = Path(settings["state_dir"])
     keys = KeyStore(state) if settings["auth"] == "hmac" else None
     samples = Samples(state)
@@ -168,19 +206,31 @@ def create_app(run: str, settings: dict[str, Any]):
     from dlx.serve.jobs import Jobs
 
     def predict_job(inputs):
+        served = current.served
         return served.answer(served.predict(served.prepare_arrays(inputs)))
 
     jobs = Jobs(state, predict_job)
+
+    async def follow_registry():
+        while True:
+            await asyncio.sleep(float(settings.get("poll_s", 30.0)))
+            try:
+                await asyncio.to_thread(current.refresh)
+            except Exception as exc:  # the registry unreachable for a while: keep serving what we have
+                log.warning("could not check %s: %s", source, exc)
 
     @asynccontextmanager
     async def lifespan(app):
         if settings.get("worker", "thread") == "thread":
             jobs.start_worker()
+        poller = asyncio.create_task(follow_registry()) if source.startswith("models:/") else None
         yield
+        if poller is not None:
+            poller.cancel()
         jobs.stop_worker()
 
     app = FastAPI(title="dlx serve", version=served.version, docs_url="/docs", redoc_url=None, lifespan=lifespan)
-    app.state.served = served
+    app.state.current = current
     app.state.jobs = jobs
 
     @app.exception_handler(ApiError)
@@ -222,7 +272,7 @@ def create_app(run: str, settings: dict[str, Any]):
                 fields[name] = str(value)
         return files, fields
 
-    async def run_model(batch: np.ndarray) -> np.ndarray:
+    async def run_model(served: Served, batch: np.ndarray) -> np.ndarray:
         try:
             return await asyncio.wait_for(asyncio.to_thread(served.predict, batch), timeout=float(settings["timeout_s"]))
         except asyncio.TimeoutError:
@@ -230,22 +280,35 @@ def create_app(run: str, settings: dict[str, Any]):
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
+        served = current.served
         return PAGE.read_text().replace("{{MODEL}}", json.dumps(served.describe())).replace(
             "{{AUTH}}", json.dumps(settings["auth"]))
 
     @app.get("/healthz")
     async def healthz():
+        served = current.served
         return {"status": "ok", "model": served.describe()["family"], "version": served.version, "samples": samples.count()}
 
     @app.get("/v1/models")
     async def models(request: Request):
         await caller(request, await read_body(request))
-        return {"models": [served.describe()]}
+        served = current.served
+        return {"models": [served.describe() | {"source": source, "registry_version": current.version}]}
+
+    @app.post("/v1/reload")
+    async def reload(request: Request):
+        await caller(request, await read_body(request))
+        try:
+            changed = await asyncio.to_thread(current.refresh)
+        except Exception as exc:
+            raise ApiError(503, f"could not check {source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        return {"changed": changed, "version": current.served.version, "registry_version": current.version}
 
     @app.post("/v1/predict")
     async def predict(request: Request):
         body = await read_body(request)
         await caller(request, body)
+        served = current.served
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             files, _ = await files_of(request)
@@ -265,13 +328,14 @@ def create_app(run: str, settings: dict[str, Any]):
         if count > int(settings["max_batch"]):
             raise ApiError(413, f"{count} inputs in one request; the limit is {settings['max_batch']}")
         batch = served.prepare_images(files) if kind.startswith("multipart/") else served.prepare_arrays(inputs)
-        probs = await run_model(batch)
+        probs = await run_model(served, batch)
         return {"model": {"version": served.version, "family": served.describe()["family"]}, "predictions": served.answer(probs)}
 
     @app.post("/v1/samples")
     async def add_sample(request: Request):
         body = await read_body(request)
         user = await caller(request, body)
+        served = current.served
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(415, "send multipart/form-data with an image file and a 'label' field")
         files, fields = await files_of(request)
@@ -291,6 +355,7 @@ def create_app(run: str, settings: dict[str, Any]):
     async def submit_job(request: Request):
         body = await read_body(request)
         user = await caller(request, body)
+        served = current.served
         try:
             spec = json.loads(body)
             kind = spec.pop("kind")
