@@ -1,6 +1,6 @@
 # make run   : fresh clone -> .venv -> dlx train on the bundled digits dataset
 # make test  : same install, then the test suite (slow end-to-end tests included; FAST=1 skips them)
-# make bench : overhead, classic, generative, sequence and sweep benchmarks -> benchmarks/results/{overhead,classic,generative,sequence,sweeps}.md
+# make bench : overhead, classic, generative, sequence, sweep and serving benchmarks -> benchmarks/results/{overhead,classic,generative,sequence,sweeps,serve}.md
 # make bench-peers : dlx vs plain Keras vs PyTorch Lightning -> benchmarks/results/peers.md (installs torch)
 # make reproduce : the book presets and tuned variants -> experiments/RESULTS.md (+ results.png)
 
@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/generative.py
 	$(BIN)/python benchmarks/sequence.py
 	$(BIN)/python benchmarks/sweeps.py
+	$(BIN)/python benchmarks/serve.py
 
 bench-peers: $(STAMP)
 	$(BIN)/pip install --quiet "torch==2.13.0" && $(BIN)/pip install --quiet -e ".[test,peers]"

@@ -4,16 +4,12 @@ submits a label, signing its requests with WebCrypto."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from test_serve import digit_png, free_port, trained
+from test_serve import add_user, digit_png, start_server, trained
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = [
@@ -26,26 +22,9 @@ pytestmark = [
 @pytest.fixture
 def server(tmp_path):
     run = trained(tmp_path / "run", "trainer.epochs=5")
-    exe = str(Path(sys.executable).with_name("dlx"))
     state = tmp_path / "state"
-    out = subprocess.run([exe, "users", "add", "browser", "--state-dir", str(state)], capture_output=True, text=True,
-                         check=True).stdout
-    key_id, secret = out.split("key id:")[1].split()[0], out.split("secret:")[1].split()[0]
-    port = free_port()
-    proc = subprocess.Popen([exe, "serve", f"run={run}", f"serve.port={port}", f"serve.state_dir={state}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
-    import httpx
-
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.2)
+    key_id, secret = add_user(state, "browser")
+    proc, base = start_server(run, state)
     yield base, key_id, secret, state
     proc.terminate()
     proc.wait(timeout=30)

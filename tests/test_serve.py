@@ -200,31 +200,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def add_user(state: Path, name: str) -> tuple[str, str]:
+    """`dlx users add NAME`: (key id, secret) as it prints them."""
+    exe = str(Path(sys.executable).with_name("dlx"))
+    out = subprocess.run([exe, "users", "add", name, "--state-dir", str(state)], capture_output=True, text=True, check=True).stdout
+    return out.split("key id:")[1].split()[0], out.split("secret:")[1].split()[0]
+
+
+def start_server(run: Path, state: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """A real `dlx serve` (uvicorn) on a free loopback port, once /healthz answers."""
+    import httpx
+
+    exe = str(Path(sys.executable).with_name("dlx"))
+    port = free_port()
+    proc = subprocess.Popen([exe, "serve", f"run={run}", f"serve.port={port}", f"serve.state_dir={state}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("dlx serve did not start")
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_real_server_with_signed_client(run_dir, tmp_path):
-    exe = str(Path(sys.executable).with_name("dlx"))
     state = tmp_path / "state"
-    out = subprocess.run([exe, "users", "add", "carol", "--state-dir", str(state)], capture_output=True, text=True, check=True).stdout
-    key_id = out.split("key id:")[1].split()[0]
-    secret = out.split("secret:")[1].split()[0]
-    port = free_port()
-    server = subprocess.Popen([exe, "serve", f"run={run_dir}", f"serve.port={port}", f"serve.state_dir={state}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    key_id, secret = add_user(state, "carol")
+    server, base = start_server(run_dir, state)
     try:
         import httpx
 
         from dlx.serve.client import Client, ServeError
 
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
         page = httpx.get(base).text
         assert "<canvas" in page and '"family": "mlp"' in page
         client = Client(base, key_id, secret)
@@ -374,3 +388,37 @@ def test_dataset_extra_adds_the_collected_samples_to_training(api, run_dir):
     with pytest.raises(DlxError) as err:
         datasets.load(ns(tiny_cfg("dataset.extra=/nowhere")["dataset"]))
     assert str(err.value).startswith("dataset.extra=/nowhere: no /nowhere/samples.db")
+
+
+def test_a_prediction_over_the_time_limit_is_504(run_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dlx.serve.app import create_app
+
+    app = create_app(str(run_dir), SETTINGS | {"state_dir": str(tmp_path / "s"), "auth": "none", "timeout_s": 1e-9})
+    with TestClient(app) as client:
+        r = client.post("/v1/predict", json={"inputs": [[0] * 64]})
+    assert r.status_code == 504 and r.json()["error"] == "prediction took longer than 1e-09 s"
+
+
+@pytest.mark.slow
+def test_dlx_worker_process_runs_queued_training_jobs(run_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dlx.serve.app import create_app
+    from dlx.serve.auth import KeyStore
+
+    state = tmp_path / "state"
+    call = signed_call(*KeyStore(state).add("ops"))
+    exe = str(Path(sys.executable).with_name("dlx"))
+    with TestClient(create_app(str(run_dir), SETTINGS | {"state_dir": str(state), "worker": "none"})) as client:
+        job = call(client, "/v1/jobs", {"kind": "train", "overrides": ["trainer.epochs=1", "logger=none"]}).json()["id"]
+        worker = subprocess.Popen([exe, "worker", "--state-dir", str(state)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+        try:
+            done = wait_job(client, call, job)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    assert done["status"] == "finished", done
+    assert done["result"]["metrics"]["epochs_run"] == 1

@@ -1,0 +1,118 @@
+"""`make bench` (part 6): a bounded load test of `dlx serve` on loopback.
+
+A digits MLP is trained, served by a real uvicorn (`dlx serve`, signed requests), and 8 client
+threads send 2,000 signed POST /v1/predict requests in all, each its own HTTP client: first one
+example per request (single), then 16 per request (batched). Reported: requests/s, examples/s,
+p50/p99 latency and the error count. Writes benchmarks/results/serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def load(base: str, key_id: str, secret: str, inputs: list, clients: int, requests: int) -> dict:
+    import httpx
+
+    from dlx.serve.auth import signed_headers
+
+    body = json.dumps({"inputs": inputs}).encode()
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    per_client = [requests // clients + (1 if i < requests % clients else 0) for i in range(clients)]
+
+    def worker(n: int) -> None:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for _ in range(n):
+                headers = {"Content-Type": "application/json"} | signed_headers(key_id, secret, "POST", "/v1/predict", "", body)
+                t0 = time.perf_counter()
+                try:
+                    ok = http.post("/v1/predict", content=body, headers=headers).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    errors[0] += not ok
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in per_client]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    latencies.sort()
+    return {"requests": len(latencies), "wall": wall, "rps": len(latencies) / wall, "eps": len(latencies) * len(inputs) / wall,
+            "p50": statistics.median(latencies) * 1000, "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1000,
+            "errors": errors[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    from sklearn.datasets import load_digits
+
+    from test_serve import add_user, start_server, trained
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        run = trained(work / "run", "trainer.epochs=5")
+        state = work / "state"
+        key_id, secret = add_user(state, "bench")
+        server, base = start_server(run, state)
+        try:
+            images = load_digits().images.tolist()
+            load(base, key_id, secret, images[:1], 2, 50)  # warm-up
+            rows = {
+                "single (1 example per request)": load(base, key_id, secret, images[:1], args.clients, args.requests),
+                f"batched ({args.batch} examples per request)": load(base, key_id, secret, images[: args.batch], args.clients, args.requests),
+            }
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    import fastapi
+    import uvicorn
+
+    lines = [
+        "# dlx serve: load test on loopback",
+        "",
+        f"`make bench` on {platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}; FastAPI {fastapi.__version__}, "
+        f"uvicorn {uvicorn.__version__} (one process), a digits MLP (`dlx train trainer.epochs=5`), HMAC-signed requests.",
+        "",
+        f"{args.clients} client threads (each its own HTTP connection) send {args.requests:,} POST /v1/predict requests in all, "
+        "JSON inputs of raw 8x8 digits; the clients run on the same 2 CPUs as the server, so these are lower bounds.",
+        "",
+        "| requests | requests/s | examples/s | p50 latency (ms) | p99 latency (ms) | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['eps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+    single, batched = rows.values()
+    lines += ["", f"Batching {args.batch} examples per request gives {batched['eps'] / single['eps']:.1f}x the examples/s of "
+              "one example per request."]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
