@@ -300,10 +300,19 @@ def test_jobs_persist_across_a_restart_and_a_failing_job_leaves_the_worker_runni
         queued = call(client, "/v1/jobs", {"kind": "predict", "inputs": raw})
         assert queued.status_code == 202, queued.text
         failing = call(client, "/v1/jobs", {"kind": "train", "overrides": ["model=nope"]}).json()["id"]
-        training = call(client, "/v1/jobs", {"kind": "train", "overrides": ["trainer.epochs=1", "logger=none"]}).json()["id"]
+        from dlx.serve.auth import signed_headers
+        from dlx.serve.client import multipart
+
+        png, label = digit_png(9)
+        body, kind = multipart([("file", "s.png", png)], {"label": str(label)})
+        client.post("/v1/samples", content=body, headers={"Content-Type": kind} | signed_headers(
+            *KeyStore(state).add("collector"), "POST", "/v1/samples", "", body)).raise_for_status()
+        retrain = ["trainer.epochs=1", "logger=none", "dataset.extra=samples"]  # the retraining loop, as a job
+        training = call(client, "/v1/jobs", {"kind": "train", "overrides": retrain}).json()["id"]
         time.sleep(0.5)
         assert call(client, f"/v1/jobs/{queued.json()['id']}").json()["status"] == "queued"
-        for bad in (["hydra.run.dir=/etc"], ["-m"], "model=cnn", ["a=1\nb=2"]):
+        for bad in (["hydra.run.dir=/etc"], ["-m"], "model=cnn", ["a=1\nb=2"], ["dataset.path=/etc"],
+                    ["logger.mlflow.tracking_uri=sqlite:////tmp/x.db"], ["model.pretrain.from_run=/root"]):
             r = call(client, "/v1/jobs", {"kind": "train", "overrides": bad})
             assert r.status_code == 422 and r.json()["error"].startswith("overrides:"), (bad, r.text)
         assert call(client, "/v1/jobs/" + "0" * 32).status_code == 404
@@ -317,6 +326,7 @@ def test_jobs_persist_across_a_restart_and_a_failing_job_leaves_the_worker_runni
         trained = wait_job(client, call, training)  # queued after the failing one: the worker went on
         assert trained["status"] == "finished", trained
         assert Path(trained["result"]["run"], "model.keras").is_file() and trained["result"]["metrics"]["epochs_run"] == 1
+        assert "1 collected samples added to the training split" in (state / "jobs" / f"{training}.log").read_text()
 
 
 # --------------------------------------------------------------------------- retraining loop

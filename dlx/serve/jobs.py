@@ -9,6 +9,8 @@ directory (`serve.worker=none` on the server).
 
 A training job runs the same `dlx train` as the command line, in a subprocess, with the job's
 Hydra overrides as separate arguments (no shell), its run directory under <state>/jobs/<id>/.
+Overrides that name files or stores are refused, except `dataset.extra=samples`: this server's
+collected samples (the retraining loop: collect, train with them, `dlx promote`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ log = logging.getLogger("dlx.serve.jobs")
 # key=value, the key a config path; no Hydra flags (-m, --cfg), no hydra.* keys, no newlines
 OVERRIDE = re.compile(r"^[+~]?[A-Za-z_][\w.]*(=[^\n\r]*)?$")
 KINDS = ("predict", "train")
+# override keys that name files, directories or stores: a caller's text never becomes a server path
+PATH_KEYS = re.compile(r"(^|\.)(path|dir|tracking_uri|from_run|extra|resume|out|storage)$")
 
 
 def json_serializer():
@@ -81,6 +85,10 @@ def check_train_overrides(overrides: Any) -> list[str]:
     for o in overrides:
         if not OVERRIDE.match(o) or o.lstrip("+~").startswith("hydra"):
             raise ValueError(f"overrides: '{o[:60]}' is not a config override (key=value, no hydra.* keys or flags)")
+        if o == "dataset.extra=samples":  # this server's collected samples (the retraining loop)
+            continue
+        if PATH_KEYS.search(o.lstrip("+~").split("=", 1)[0]):
+            raise ValueError(f"overrides: {o.split('=', 1)[0]} names a file or directory; a job may not set it")
     return overrides
 
 
@@ -164,7 +172,8 @@ class Jobs:
         return self.predict(payload.get("inputs"))
 
     def _train(self, job_id: str, payload: dict) -> dict:
-        overrides = check_train_overrides(payload.get("overrides"))
+        overrides = [f"dataset.extra={self.state.resolve()}" if o == "dataset.extra=samples" else o
+                     for o in check_train_overrides(payload.get("overrides"))]
         run_dir = self.state / "jobs" / job_id
         exe = str(Path(sys.executable).with_name("dlx"))
         log_file = self.state / "jobs" / f"{job_id}.log"
