@@ -197,7 +197,6 @@ def create_app(source: str, settings: dict[str, Any]):
     from fastapi.responses import HTMLResponse, JSONResponse
 
     current = Current(source, settings.get("tracking_uri"))
-    served = current.served
     state = Path(settings["state_dir"])
     keys = KeyStore(state) if settings["auth"] == "hmac" else None
     samples = Samples(state)
@@ -229,7 +228,7 @@ def create_app(source: str, settings: dict[str, Any]):
             poller.cancel()
         jobs.stop_worker()
 
-    app = FastAPI(title="dlx serve", version=served.version, docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="dlx serve", version=current.served.version, docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.current = current
     app.state.jobs = jobs
 
