@@ -280,8 +280,10 @@ def create_app(source: str, settings: dict[str, Any]):
     @app.get("/", response_class=HTMLResponse)
     async def page():
         served = current.served
-        return PAGE.read_text().replace("{{MODEL}}", json.dumps(served.describe())).replace(
-            "{{AUTH}}", json.dumps(settings["auth"]))
+        def js(value) -> str:  # JSON inside <script>: no "</script>" can end it early
+            return json.dumps(value).replace("</", "<\\/")
+
+        return PAGE.read_text().replace("{{MODEL}}", js(served.describe())).replace("{{AUTH}}", js(settings["auth"]))
 
     @app.get("/healthz")
     async def healthz():
