@@ -35,10 +35,12 @@ def _groups() -> dict[str, list[str]]:
 
     root = conf_dir()
     groups = {
-        d.name: sorted(p.stem for p in d.glob("*.yaml"))
-        for d in sorted(root.iterdir())
-        if d.is_dir() and not d.name.startswith((".", "_"))
+        str(d.relative_to(root)): sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(root.rglob("*"))
+        if d.is_dir() and not d.name.startswith((".", "_")) and any(d.glob("*.yaml"))
     }
+    # Hydra's own launcher and the plugins' ones that dlx does not wrap
+    groups["hydra/launcher"] = ["basic (default)", *groups.get("hydra/launcher", []), "submitit_local"]
     groups["experiment"] = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
     return dict(sorted(groups.items()))
 

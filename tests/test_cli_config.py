@@ -20,7 +20,9 @@ def test_help_lists_commands_and_groups_without_heavy_imports():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     for word in ("train", "eval", "predict", "sample", "data", "report", "model", "cnn, dae, dbn, gda, linear_regression",
-                 "diabetes, digits, fashion_mnist", "book_cnn_mnist"):
+                 "diabetes, digits, fashion_mnist", "book_cnn_mnist", "serve", "promote", "users", "worker", "runs",
+                 "hydra/launcher  basic (default), joblib, ray, slurm, slurm_gpu", "hydra/sweeper   optuna",
+                 "sweep           mlp_search"):
         assert word in proc.stdout
 
 
