@@ -296,6 +296,8 @@ def test_bad_sweep_input_is_one_clear_line(dlx, workdir):
         (["-m", "sweep=mlp_search", "model=mlp,cnn", *TINY, "logger=none", "hydra.sweep.dir=s3"],
          "dlx train: error: model=mlp,cnn: an Optuna sweep takes its search space from sweep.params"),
         (["sweep=mlp_search", *TINY], "dlx train: error: sweep=NAME runs an Optuna search over many jobs: add -m"),
+        (["-m", "sweep=mlp_search", "dataset.val_size=99999", *TINY, "logger=none", "hydra.sweep.dir=s4"],
+         "dlx train: error: sweep mlp_search: 3 trials in a row failed; see the jobs' train.log in s4"),
     ]
     for args, expected in cases:
         proc = dlx("train", *args)

@@ -165,6 +165,7 @@ class OptunaSweeper(Sweeper):
                  sweep.n_trials, _name(sweep.sampler), _name(sweep.pruner), url)
         fixed = [a for a in arguments if not a.startswith(("sweep.trial=",))]
         returns: list = []
+        failed_in_row = 0  # failed trials do not use up n_trials; too many in a row end the sweep
         while done < sweep.n_trials:
             batch = [study.ask(dists) for _ in range(min(int(sweep.n_jobs), sweep.n_trials - done))]
             overrides = [fixed + [f"{k}={texts[k][v] if k in texts else _override_text(v)}" for k, v in t.params.items()]
@@ -172,6 +173,7 @@ class OptunaSweeper(Sweeper):
             results = self.launcher.launch(overrides, initial_job_idx=batch[0].number)
             for trial, ret in zip(batch, results):
                 value = ret._return_value if ret.status.name == "COMPLETED" else None
+                failed_in_row = 0 if isinstance(value, (int, float)) and math.isfinite(value) else failed_in_row + 1
                 if isinstance(value, sweeps.PrunedValue):
                     study.tell(trial.number, state=TrialState.PRUNED)
                     log.info("trial %d: pruned (%s)", trial.number, _params_text(trial.params))
@@ -182,10 +184,10 @@ class OptunaSweeper(Sweeper):
                     study.tell(trial.number, state=TrialState.FAIL)
                     log.warning("trial %d failed (%s)", trial.number, _params_text(trial.params))
             returns.append(results)
-            states = [t.state for t in study.trials]
-            done = sum(s in finished for s in states)
-            if not done and states.count(TrialState.FAIL) >= max(3, int(sweep.n_jobs)):
-                raise DlxError(f"sweep {sweep.name}: every trial so far failed; see the jobs' train.log in {sweep_dir}")
+            done = sum(t.state in finished for t in study.trials)
+            if failed_in_row >= max(3, int(sweep.n_jobs)):
+                write_results(study, sweep_dir, monitor, texts)
+                raise DlxError(f"sweep {sweep.name}: {failed_in_row} trials in a row failed; see the jobs' train.log in {sweep_dir}")
         write_results(study, sweep_dir, monitor, texts)
         return returns
 
