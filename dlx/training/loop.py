@@ -308,7 +308,7 @@ class ResumeState(keras.callbacks.Callback):
     the best epoch's snapshot when it changed, and a JSON file with the epoch counter, the metric
     history, the stopping rules' state and `extra` (the MLflow run id). The JSON file is written
     last, through a rename, so a kill at any moment leaves the previous epoch's state whole.
-    The batches an epoch sees are a function of (seed, epoch) (`epoch_batches`), so the
+    The batches an epoch sees are a function of (seed, epoch) (`EpochBatches`), so the
     continued run trains on exactly what the uninterrupted one would have.
     """
 
@@ -324,6 +324,7 @@ class ResumeState(keras.callbacks.Callback):
         self.extra = extra
         self.history: dict[str, list[float]] = {}
         self.restored: dict | None = None
+        self.files: dict[str, str | None] = {"variables": None, "best": None}  # what state.json points at
         self.write_seconds = 0.0
 
     def _stateful(self):
@@ -340,14 +341,13 @@ class ResumeState(keras.callbacks.Callback):
         self.checkpoints.set_model(model)
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        with np.load(self.dir / state["variables"]) as saved:
-            _assign(model.variables, [saved[f"v{i}"] for i in range(int(saved["n_model"]))], "model")
-            opt = self.checkpoints._optimizer_variables()
-            _assign(opt, [saved[f"o{i}"] for i in range(int(saved["n_opt"]))], "optimizer")
+        saved = _load_groups(self.dir / state["variables"])
+        _assign(model.variables, saved["v"], "model")
+        _assign(self.checkpoints._optimizer_variables(), saved["o"], "optimizer")
         if state.get("best"):
-            with np.load(self.dir / state["best"]) as best:
-                weights = [best[f"w{i}"] for i in range(int(best["n_weights"]))]
-                self.checkpoints.snapshots["best"] = (weights, [best[f"o{i}"] for i in range(int(best["n_opt"]))])
+            best = _load_groups(self.dir / state["best"])
+            self.checkpoints.snapshots["best"] = (best["w"], best["o"])
+        self.files = {"variables": state["variables"], "best": state.get("best")}
         self.checkpoints.snapshots["last"] = self.checkpoints._snapshot()
         self.checkpoints._dirty |= set(self.checkpoints.snapshots)
         self.history = {k: list(v) for k, v in state["history"].items()}
@@ -371,22 +371,18 @@ class ResumeState(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(float(v))
         self.dir.mkdir(parents=True, exist_ok=True)
         tag = f"epoch{epoch + 1}"
-        variables = f"state-{tag}.npz"
+        previous = dict(self.files)
+        self.files["variables"] = f"state-{tag}.npz"
         opt = [v.numpy() for v in self.checkpoints._optimizer_variables()]
-        arrays = {f"v{i}": v.numpy() for i, v in enumerate(self.model.variables)} | {f"o{i}": a for i, a in enumerate(opt)}
-        _savez(self.dir / variables, n_model=len(self.model.variables), n_opt=len(opt), **arrays)
-        previous = state_file.read(self.dir) or {}
-        best = previous.get("best")
+        _save_groups(self.dir / self.files["variables"], v=[v.numpy() for v in self.model.variables], o=opt)
         if self.checkpoints.best_epoch == epoch and "best" in self.checkpoints.snapshots:
             weights, best_opt = self.checkpoints.snapshots["best"]
-            best = f"best-{tag}.npz"
-            _savez(self.dir / best, n_weights=len(weights), n_opt=len(best_opt),
-                   **{f"w{i}": w for i, w in enumerate(weights)}, **{f"o{i}": o for i, o in enumerate(best_opt)})
+            self.files["best"] = f"best-{tag}.npz"
+            _save_groups(self.dir / self.files["best"], w=weights, o=best_opt)
         state = {
             "epoch": epoch + 1,
             "stopped": bool(self.model.stop_training),
-            "variables": variables,
-            "best": best,
+            **self.files,
             "history": self.history,
             "epoch_seconds": self.epoch_log.seconds,
             "epoch_validation_seconds": self.epoch_log.validation_seconds,
@@ -396,16 +392,26 @@ class ResumeState(keras.callbacks.Callback):
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.dir / "state.json")
-        for old in (previous.get("variables"), previous.get("best")):
-            if old and old not in (variables, best):
+        for old in previous.values():  # files state.json no longer points at
+            if old and old not in self.files.values():
                 (self.dir / old).unlink(missing_ok=True)
         self.write_seconds += time.perf_counter() - t0
 
 
-def _savez(path: Path, **arrays) -> None:
+def _save_groups(path: Path, **groups: list) -> None:
+    """Lists of arrays in one .npz (group g's i-th array as `g{i}`, its length as `n_g`), written
+    through a rename."""
+    arrays = {f"{g}{i}": a for g, values in groups.items() for i, a in enumerate(values)}
+    counts = {f"n_{g}": len(values) for g, values in groups.items()}
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays, **counts)
     os.replace(tmp, path)
+
+
+def _load_groups(path: Path) -> dict[str, list]:
+    with np.load(path) as saved:
+        groups = [k[2:] for k in saved.files if k.startswith("n_")]
+        return {g: [saved[f"{g}{i}"] for i in range(int(saved[f"n_{g}"]))] for g in groups}
 
 
 def _assign(variables: list, values: list, what: str) -> None:
