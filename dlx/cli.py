@@ -110,6 +110,7 @@ def resume_args(args: list[str]) -> list[str]:
     from dlx import config
     from dlx.commands.train import plain
     from dlx.errors import DlxError
+    from dlx.tracking import flatten
 
     value = next(a.split("=", 1)[1] for a in args if a.startswith("resume="))
     if value[:1] == "'" and value[-1:] == "'":  # quoted by quote_paths
@@ -129,22 +130,13 @@ def resume_args(args: list[str]) -> list[str]:
     task = before + [a for a in args if not a.startswith(("hydra.", "hydra/", "-")) and a not in before]
     with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
         composed = plain(compose(config_name="train", overrides=task))
-    changed = [k for k in sorted(set(_flat(composed)) | set(_flat(saved)))
-               if k != "resume" and _flat(composed).get(k) != _flat(saved).get(k)]
+    now, then = flatten(composed), flatten(saved)
+    changed = [k for k in sorted(set(now) | set(then)) if k != "resume" and now.get(k) != then.get(k)]
     if changed:
         k = changed[0]
-        raise DlxError(f"resume={value}: the config differs from the run's at {k} ({_flat(saved).get(k)!r} -> {_flat(composed).get(k)!r}); "
+        raise DlxError(f"resume={value}: the config differs from the run's at {k} ({then.get(k)!r} -> {now.get(k)!r}); "
                        "a resumed run keeps the config it was started with")
     return quote_paths(task + [f"hydra.run.dir={run}"]) + [a for a in args if a.startswith(("hydra.", "hydra/", "-"))]
-
-
-def _flat(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out: dict = {}
-        for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 def run_hydra(command: str, args: list[str]) -> int:

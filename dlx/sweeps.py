@@ -118,6 +118,7 @@ class MlflowSweepCallback(Callback):
 def summarize(sweep_dir: Path) -> dict:
     """Finished jobs of a sweep and the best value of their target metric."""
     from dlx.commands import runs
+    from dlx.config import higher_is_better
 
     rows = runs.collect(sweep_dir)
     done = [r for r in rows if r.status == "finished" and r.value is not None]
@@ -126,7 +127,7 @@ def summarize(sweep_dir: Path) -> dict:
     metric = rows[0].metric
     best = None
     if done:
-        pick = max if runs.higher_is_better(metric) else min
+        pick = max if higher_is_better(metric) else min
         best = pick(r.value for r in done)
     return {"finished": len(done), "metric": metric, "best": best}
 
@@ -144,7 +145,8 @@ def open_storage(url: str):
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
-def _name(value: Any) -> str:
+def enum_name(value: Any) -> str:
+    """An enum member's name (typed config), or the text itself."""
     return str(getattr(value, "name", value))
 
 
@@ -153,7 +155,7 @@ def make_pruner(sweep_cfg):
     build it from the same `sweep` config."""
     import optuna
 
-    name = _name(sweep_cfg["pruner"])
+    name = enum_name(sweep_cfg["pruner"])
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(sweep_cfg["startup_trials"]),
                                            n_warmup_steps=int(sweep_cfg["warmup_epochs"]))
@@ -166,7 +168,7 @@ def make_sampler(sweep_cfg):
     import optuna
 
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    return samplers[_name(sweep_cfg["sampler"])](seed=int(sweep_cfg["seed"]))
+    return samplers[enum_name(sweep_cfg["sampler"])](seed=int(sweep_cfg["seed"]))
 
 
 def job_trial(sweep_cfg: dict, sweep_dir: Path):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from dlx.config import higher_is_better
 from dlx.errors import DlxError
 from dlx.training.state import resume_dir
 
@@ -35,12 +36,6 @@ class Row:
     seconds: float | None
     status: str  # finished | pruned | incomplete | failed
     metrics: dict  # metrics.json ({} before the run finished)
-
-
-def higher_is_better(metric: str) -> bool:
-    from dlx.config import higher_is_better as higher
-
-    return higher(metric)
 
 
 def collect(root: Path) -> list[Row]:

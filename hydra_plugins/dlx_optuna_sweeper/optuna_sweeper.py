@@ -14,6 +14,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from dlx import sweeps
 from dlx.errors import DlxError
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,6 @@ class OptunaSweeper(Sweeper):
     def _study(self, sweep: DictConfig, sweep_dir: Path, direction: str):
         import optuna
 
-        from dlx import sweeps
-
         sampler, pruner = sweeps.make_sampler(sweep), sweeps.make_pruner(sweep)
         url = sweeps.storage_url(sweep.storage, sweep_dir)
         storage = sweeps.open_storage(url)
@@ -133,7 +132,6 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from optuna.trial import TrialState
 
-        from dlx import sweeps
         from dlx.config import higher_is_better
 
         assert self.config is not None and self.launcher is not None
@@ -147,7 +145,7 @@ class OptunaSweeper(Sweeper):
                                "not from a,b lists on the command line")
         dists, texts = distributions(OmegaConf.to_container(sweep.params, resolve=True))
         monitor = self.config.trainer.early_stopping.monitor
-        direction = _name(sweep.direction) if sweep.direction is not None else (
+        direction = sweeps.enum_name(sweep.direction) if sweep.direction is not None else (
             "maximize" if higher_is_better(monitor) else "minimize")
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +160,7 @@ class OptunaSweeper(Sweeper):
         if done:
             log.info("sweep %s: %d of %d trials finished before; continuing", sweep.name, done, sweep.n_trials)
         log.info("Optuna sweep %s: %s best_%s, %d trials, %s sampler, %s pruner; study in %s", sweep.name, direction, monitor,
-                 sweep.n_trials, _name(sweep.sampler), _name(sweep.pruner), url)
+                 sweep.n_trials, sweeps.enum_name(sweep.sampler), sweeps.enum_name(sweep.pruner), url)
         fixed = [a for a in arguments if not a.startswith(("sweep.trial=",))]
         returns: list = []
         failed_in_row = 0  # failed trials do not use up n_trials; too many in a row end the sweep
@@ -190,11 +188,6 @@ class OptunaSweeper(Sweeper):
                 raise DlxError(f"sweep {sweep.name}: {failed_in_row} trials in a row failed; see the jobs' train.log in {sweep_dir}")
         write_results(study, sweep_dir, monitor, texts)
         return returns
-
-
-def _name(value: Any) -> str:
-    """An enum member's name (typed config), or the text itself."""
-    return str(getattr(value, "name", value))
 
 
 def _choices_shown(params: dict, dists: dict, texts: dict) -> dict:
