@@ -45,12 +45,17 @@ def read_rows(path: Path, width: int) -> np.ndarray:
     return rows
 
 
+def image_batch(greys: list[np.ndarray], spec: DataSpec) -> np.ndarray:
+    """Greyscale images (0..255) -> a model-ready batch, prepared as the training data was (also
+    what `dlx serve` does with uploaded images)."""
+    return scale(np.stack([preprocess(g, spec) for g in greys]), spec).reshape((-1, *spec.input_shape))
+
+
 def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarray, list[str]]:
     """Input files -> (a model-ready batch, a label per example); every file is read before any
     model is loaded. `dataset`: the run's dataset config (padding of word ids)."""
     if spec.kind == "image":
-        raw = np.stack([preprocess(read_grey(f), spec) for f in files])
-        return scale(raw, spec).reshape((-1, *spec.input_shape)), [str(f) for f in files]
+        return image_batch([read_grey(f) for f in files], spec), [str(f) for f in files]
     if spec.kind in ("text", "words"):
         from dlx.data.sequences import pad
         from dlx.data.text import tokenize, vectorize

@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
+from dlx.serve import sqlite
 from dlx.serve.auth import AuthError, KeyStore, User
 
 log = logging.getLogger("dlx.serve")
@@ -81,21 +81,21 @@ class Served:
             return np.asarray(self.model.predict_on_batch(batch))
 
     def prepare_images(self, images: list[bytes]) -> np.ndarray:
-        from dlx.data.datasets import scale
-        from dlx.data.images import preprocess, read_grey
+        from dlx.commands.predict import image_batch
+        from dlx.data.images import read_grey
         from dlx.errors import DlxError
 
         if self.spec.kind != "image":
             raise ApiError(415, f"this model takes {self.spec.input_shape[0]} feature values per input (JSON), not images")
-        out = []
+        greys = []
         for i, data in enumerate(images):
             if image_type(data) is None:
                 raise ApiError(415, f"file {i + 1}: not an image (accepted: PNG, JPEG, GIF, BMP)")
             try:
-                out.append(preprocess(read_grey(io.BytesIO(data)), self.spec))
+                greys.append(read_grey(io.BytesIO(data)))
             except DlxError:
                 raise ApiError(415, f"file {i + 1}: not a readable image") from None
-        return scale(np.stack(out), self.spec).reshape((-1, *self.spec.input_shape)).astype(np.float32)
+        return image_batch(greys, self.spec).astype(np.float32)
 
     def prepare_arrays(self, inputs: Any) -> np.ndarray:
         from dlx.data.datasets import scale
@@ -131,7 +131,7 @@ class Samples:
         self.directory = directory / "samples"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.db_path = directory / "samples.db"
-        with sqlite3.connect(self.db_path) as db:
+        with sqlite(self.db_path) as db:
             db.execute("create table if not exists samples (id text primary key, label text not null, file text not null,"
                        " sha256 text not null, user text, received real not null)")
 
@@ -143,13 +143,13 @@ class Samples:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
-        with sqlite3.connect(self.db_path) as db:
+        with sqlite(self.db_path) as db:
             db.execute("insert into samples values (?, ?, ?, ?, ?, ?)",
                        (sample_id, label, str(path.relative_to(self.directory)), hashlib.sha256(data).hexdigest(), user, time.time()))
         return {"id": sample_id, "label": label}
 
     def count(self) -> int:
-        with sqlite3.connect(self.db_path) as db:
+        with sqlite(self.db_path) as db:
             return db.execute("select count(*) from samples").fetchone()[0]
 
 

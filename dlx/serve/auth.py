@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
+from dlx.serve import sqlite
+
 MAX_SKEW_S = 300
 NONCE_TTL_S = 600
 HEADERS = ("X-Dlx-Key", "X-Dlx-Timestamp", "X-Dlx-Nonce", "X-Dlx-Signature")
@@ -67,16 +69,11 @@ class KeyStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.db_path = self.directory / "users.db"
         self.server_key = self._server_key()
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             db.execute("create table if not exists keys (key_id text primary key, name text not null, salt text not null,"
                        " secret_hash text not null, created real not null, revoked integer not null default 0)")
             db.execute("create table if not exists nonces (key_id text not null, nonce text not null, seen real not null,"
                        " primary key (key_id, nonce))")
-
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        db.execute("pragma journal_mode=wal")
-        return db
 
     def _server_key(self) -> bytes:
         path = self.directory / "server.key"
@@ -100,17 +97,17 @@ class KeyStore:
         key_id = "dlx_" + secrets.token_hex(8)
         salt = secrets.token_hex(16)
         secret = self._secret(key_id, salt)
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             db.execute("insert into keys (key_id, name, salt, secret_hash, created) values (?, ?, ?, ?, ?)",
                        (key_id, name, salt, self._hash(secret), time.time()))
         return key_id, secret
 
     def revoke(self, key_id: str) -> bool:
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             return db.execute("update keys set revoked = 1 where key_id = ?", (key_id,)).rowcount == 1
 
     def users(self) -> list[tuple[str, str, bool]]:
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             return [(k, n, bool(r)) for k, n, r in db.execute("select key_id, name, revoked from keys order by created")]
 
     # ---------------------------------------------------------------- checking requests
@@ -130,7 +127,7 @@ class KeyStore:
             raise AuthError(f"X-Dlx-Timestamp is {int(skew)} s away from the server's clock (at most {MAX_SKEW_S} s)")
         if not 8 <= len(nonce) <= 128:
             raise AuthError("X-Dlx-Nonce: expected 8 to 128 characters")
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             row = db.execute("select name, salt, secret_hash, revoked from keys where key_id = ?", (key_id,)).fetchone()
             # the same work whether or not the key exists: no timing hint about which ids are real
             name, salt, secret_hash, revoked = row or ("", "0" * 32, "", 1)

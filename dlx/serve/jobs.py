@@ -19,13 +19,14 @@ import datetime as dt
 import json
 import logging
 import re
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+from dlx.serve import sqlite
 
 log = logging.getLogger("dlx.serve.jobs")
 
@@ -101,7 +102,7 @@ class Jobs:
         self.state.mkdir(parents=True, exist_ok=True)
         self.db_path = self.state / "jobs.db"
         self.predict = predict
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             db.execute("create table if not exists jobs (id text primary key, kind text not null, payload text not null,"
                        " status text not null, result text, error text, user text, created real not null,"
                        " started real, finished real)")
@@ -115,11 +116,6 @@ class Jobs:
 
         self._task = run
 
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        db.execute("pragma journal_mode=wal")
-        return db
-
     # ---------------------------------------------------------------- the API's side
     def submit(self, kind: str, payload: dict, user: str | None) -> str:
         if kind not in KINDS:
@@ -127,14 +123,14 @@ class Jobs:
         if kind == "train":
             check_train_overrides(payload.get("overrides"))
         job_id = uuid.uuid4().hex
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             db.execute("insert into jobs (id, kind, payload, status, user, created) values (?, ?, ?, 'queued', ?, ?)",
                        (job_id, kind, json.dumps(payload), user, time.time()))
         self._task(job_id)
         return job_id
 
     def get(self, job_id: str) -> dict | None:
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             row = db.execute("select id, kind, status, result, error, user, created, started, finished from jobs where id = ?",
                              (job_id,)).fetchone()
         if row is None:
@@ -146,7 +142,7 @@ class Jobs:
 
     # ---------------------------------------------------------------- the worker's side
     def execute(self, job_id: str) -> None:
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             row = db.execute("select kind, payload from jobs where id = ?", (job_id,)).fetchone()
             if row is None:
                 log.warning("job %s: not in the jobs table; dropped", job_id)
@@ -158,10 +154,10 @@ class Jobs:
         except Exception as exc:  # recorded; the worker goes on with the next job
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:500]
             log.warning("job %s (%s) failed: %s", job_id, kind, message)
-            with self._db() as db:
+            with sqlite(self.db_path) as db:
                 db.execute("update jobs set status = 'failed', error = ?, finished = ? where id = ?", (message, time.time(), job_id))
             return
-        with self._db() as db:
+        with sqlite(self.db_path) as db:
             db.execute("update jobs set status = 'finished', result = ?, finished = ? where id = ?",
                        (json.dumps(result), time.time(), job_id))
         log.info("job %s (%s) finished", job_id, kind)
