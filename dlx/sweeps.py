@@ -111,7 +111,7 @@ class MlflowSweepCallback(Callback):
         if summary:
             retry_locked(lambda: client.log_metric(info["run_id"], "jobs_finished", summary["finished"]))
             if summary.get("best") is not None:
-                retry_locked(lambda: client.log_metric(info["run_id"], f"best_{summary['metric']}", summary["best"]))
+                retry_locked(lambda: client.log_metric(info["run_id"], summary["metric"], summary["best"]))  # best_<monitor>
         retry_locked(lambda: client.set_terminated(info["run_id"], "FINISHED"))
 
 

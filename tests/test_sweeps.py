@@ -73,6 +73,8 @@ def test_joblib_sweep_of_four_jobs_gives_four_mlflow_children_of_one_parent(dlx,
     assert names == ["model=mlp,optimizer.lr=0.01", "model=mlp,optimizer.lr=0.1",
                      "model=softmax,optimizer.lr=0.01", "model=softmax,optimizer.lr=0.1"]  # what the sweep varies
     assert parents[0].data.metrics["jobs_finished"] == 4
+    best = min(r.data.metrics["best_val_loss"] for r in children)
+    assert parents[0].data.metrics["best_val_loss"] == pytest.approx(best)  # the sweep's best job
     assert len(job_dirs(workdir / "sweep")) == 4
 
 
