@@ -62,15 +62,14 @@ def experiment_id(uri: str, name: str) -> str:
 
     from dlx.sweeps import retry_locked
 
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+    if store is not None:
+        store.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(uri)
     found = retry_locked(lambda: client.get_experiment_by_name(name))
     if found is not None:
         return found.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    location = (store / "mlartifacts").resolve().as_uri() if store is not None else None
     try:
         return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
     except Exception:  # another job of the sweep created it first
