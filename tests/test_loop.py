@@ -1,7 +1,10 @@
 """The loop's checkpoint bookkeeping, on a tiny model."""
 
+import time
+
 import keras
 import numpy as np
+import pytest
 
 from dlx.training.loop import Checkpoints
 
@@ -44,3 +47,59 @@ def test_interval_zero_writes_every_epoch_and_skips_nan(tmp_path):
     assert not (tmp_path / "l.keras").exists()
     ck.on_epoch_end(1, {"loss": 1.0})
     assert (tmp_path / "l.keras").exists() and (tmp_path / "b.keras").exists() and ck.best_epoch == 1
+
+
+def _trainer(**kw):
+    es = {"enabled": False, "monitor": "val_loss", "rule": "epochs", "patience": 5, "min_delta": 0.0}
+    return {"batch_size": 16, "seed": 0, "shuffle": True, "checkpoint_interval_s": 1e9, "progress": False,
+            "epochs": 5, "early_stopping": es} | kw
+
+
+def test_resume_state_of_the_last_epoch_is_on_disk_when_training_is_interrupted(tmp_path, monkeypatch):
+    """The state is written in the background; an interrupt (a preemption) must still leave the
+    last completed epoch's state whole, even when writing is slower than training."""
+    from dlx.data.datasets import Data, DataSpec, Split
+    from dlx.training import loop
+    from dlx.training import state as state_file
+
+    save = loop._save_groups
+
+    def slow_save(path, **groups):
+        time.sleep(0.3)
+        save(path, **groups)
+
+    monkeypatch.setattr(loop, "_save_groups", slow_save)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)
+    spec = DataSpec("toy", (4,), 3, ["a", "b", "c"], 1.0)
+    data = Data(Split(x, y), Split(x[:16], y[:16]), Split(x[:16], y[:16]), spec)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    m = _model()
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(m, data, _trainer(), tmp_path, callbacks=[Interrupt()], extra_state={"mlflow_run_id": "r1"})
+    state = state_file.read(state_file.resume_dir(tmp_path))
+    assert state["epoch"] == 2 and state["mlflow_run_id"] == "r1" and len(state["history"]["loss"]) == 2
+    files = sorted(p.name for p in state_file.resume_dir(tmp_path).iterdir())
+    assert files == sorted(["state.json", state["variables"], state["best"]])  # older epochs' files removed
+    with np.load(state_file.resume_dir(tmp_path) / state["variables"]) as saved:
+        np.testing.assert_array_equal(saved["v0"], m.variables[0].numpy())  # nothing trained after epoch 2
+
+
+def test_resume_state_after_a_normal_fit_matches_the_model(tmp_path):
+    from dlx.data.datasets import Data, DataSpec, Split
+    from dlx.training import loop
+    from dlx.training import state as state_file
+
+    rng = np.random.default_rng(1)
+    x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)
+    data = Data(Split(x, y), Split(x[:16], y[:16]), Split(x[:16], y[:16]), DataSpec("toy", (4,), 3, ["a", "b", "c"], 1.0))
+    m = _model()
+    result = loop.fit(m, data, _trainer(epochs=3), tmp_path)
+    state = state_file.read(state_file.resume_dir(tmp_path))
+    assert state["epoch"] == 3 == result.epochs_run
+    assert state["history"]["val_loss"] == result.history["val_loss"]

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -310,6 +311,10 @@ class ResumeState(keras.callbacks.Callback):
     last, through a rename, so a kill at any moment leaves the previous epoch's state whole.
     The batches an epoch sees are a function of (seed, epoch) (`EpochBatches`), so the
     continued run trains on exactly what the uninterrupted one would have.
+
+    The arrays are copied on the training thread and written by one background thread while the
+    next epoch trains (a few MB per epoch were ~3 % of an MLP's epoch time on Fashion-MNIST); one
+    write is in flight at most, in epoch order, and training ends only after the last one.
     """
 
     STATE = {  # callback class -> the attributes that make up its state
@@ -325,7 +330,9 @@ class ResumeState(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
         self.restored: dict | None = None
         self.files: dict[str, str | None] = {"variables": None, "best": None}  # what state.json points at
-        self.write_seconds = 0.0
+        self.write_seconds = 0.0  # training-thread time: copying the arrays, waiting for the previous write
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     def _stateful(self):
         for cb in self.callbacks:
@@ -369,16 +376,15 @@ class ResumeState(keras.callbacks.Callback):
         t0 = time.perf_counter()
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
-        self.dir.mkdir(parents=True, exist_ok=True)
         tag = f"epoch{epoch + 1}"
         previous = dict(self.files)
         self.files["variables"] = f"state-{tag}.npz"
-        opt = [v.numpy() for v in self.checkpoints._optimizer_variables()]
-        _save_groups(self.dir / self.files["variables"], v=[v.numpy() for v in self.model.variables], o=opt)
+        groups = {self.files["variables"]: {"v": [v.numpy() for v in self.model.variables],
+                                            "o": [v.numpy() for v in self.checkpoints._optimizer_variables()]}}
         if self.checkpoints.best_epoch == epoch and "best" in self.checkpoints.snapshots:
             weights, best_opt = self.checkpoints.snapshots["best"]
             self.files["best"] = f"best-{tag}.npz"
-            _save_groups(self.dir / self.files["best"], w=weights, o=best_opt)
+            groups[self.files["best"]] = {"w": weights, "o": best_opt}
         state = {
             "epoch": epoch + 1,
             "stopped": bool(self.model.stop_training),
@@ -389,13 +395,46 @@ class ResumeState(keras.callbacks.Callback):
             "callbacks": {name: {a: _to_json(getattr(cb, a, None)) for a in attrs} for name, cb, attrs in self._stateful()},
             **self.extra,
         }
-        tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.dir / "state.json")
-        for old in previous.values():  # files state.json no longer points at
-            if old and old not in self.files.values():
-                (self.dir / old).unlink(missing_ok=True)
+        text = json.dumps(state)  # now: the lists in it keep growing
+        stale = [old for old in previous.values() if old and old not in self.files.values()]
+        self.wait()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlx-resume-state")
+        self._pending = self._writer.submit(self._write, groups, text, stale)
         self.write_seconds += time.perf_counter() - t0
+
+    def _write(self, groups: dict[str, dict], text: str, stale: list[str]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name, arrays in groups.items():
+            _save_groups(self.dir / name, **arrays)
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.dir / "state.json")  # the epoch's state is complete only from here
+        for old in stale:  # files state.json no longer points at
+            (self.dir / old).unlink(missing_ok=True)
+
+    def wait(self) -> None:
+        """Until the last epoch's state is on disk (raises what writing it raised)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self, quiet: bool = False) -> None:
+        """Wait for the last write and stop the writer thread. `quiet` (training is already
+        failing or being preempted): a write error is logged, not raised over that exception."""
+        try:
+            self.wait()
+        except Exception as exc:
+            if not quiet:
+                raise
+            log.warning("could not save the resume state in %s: %s", self.dir, exc)
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+
+    def on_train_end(self, logs=None):
+        self.close()
 
 
 def _save_groups(path: Path, **groups: list) -> None:
@@ -512,11 +551,15 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
             log.info("resuming from the end of epoch %d (%s)", resumed_from, saver.dir)
         if state is None or (resumed_from < epochs and not state["stopped"]):
             batches = EpochBatches(data.train.x, data.train.y, batch_size, trainer["seed"], shuffle)
-            model.fit(
-                batches.dataset, initial_epoch=resumed_from, epochs=epochs, shuffle=False,
-                validation_data=(data.val.x, data.val.y), validation_batch_size=batch_size,
-                callbacks=[batches] + cbs + [saver], verbose=verbose,
-            )
+            try:
+                model.fit(
+                    batches.dataset, initial_epoch=resumed_from, epochs=epochs, shuffle=False,
+                    validation_data=(data.val.x, data.val.y), validation_batch_size=batch_size,
+                    callbacks=[batches] + cbs + [saver], verbose=verbose,
+                )
+            except BaseException:  # preempted, interrupted, failed: the last epoch's state still reaches the disk
+                saver.close(quiet=True)
+                raise
         hist = saver.history
     seconds = time.perf_counter() - t0
 
