@@ -103,3 +103,22 @@ def test_resume_state_after_a_normal_fit_matches_the_model(tmp_path):
     state = state_file.read(state_file.resume_dir(tmp_path))
     assert state["epoch"] == 3 == result.epochs_run
     assert state["history"]["val_loss"] == result.history["val_loss"]
+
+
+def test_epoch_batches_cover_every_example_once_in_an_order_fixed_by_seed_and_epoch():
+    from dlx.training.loop import EpochBatches
+
+    x = np.arange(70, dtype="float32")[:, None]
+    y = np.arange(70, dtype="int32")
+
+    def epoch(batches, e):
+        batches.on_epoch_begin(e)
+        return [by.numpy().tolist() for _, by in batches.dataset]
+
+    a, b = EpochBatches(x, y, 16, seed=3, shuffle=True), EpochBatches(x, y, 16, seed=3, shuffle=True)
+    e0, e1 = epoch(a, 0), epoch(a, 1)
+    assert [len(batch) for batch in e0] == [16, 16, 16, 16, 6]  # the partial batch last
+    assert sorted(sum(e0, [])) == list(range(70)) == sorted(sum(e1, []))
+    assert e0 != e1
+    assert epoch(b, 1) == e1 and epoch(b, 0) == e0  # any epoch, in any order: a function of (seed, epoch)
+    assert sum(epoch(EpochBatches(x, y, 10, seed=3, shuffle=False), 0), []) == list(range(70))

@@ -51,16 +51,25 @@ class EpochBatches(keras.callbacks.Callback):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         arrays = tf.data.Dataset.from_tensors((x, y)).repeat()  # one copy of the data, not a graph constant
 
+        full, rest = divmod(n, batch_size)
+
         def order(_):
             indices = tf.range(n, dtype=tf.int64)
             if shuffle:
                 indices = tf.random.experimental.stateless_shuffle(indices, seed=tf.stack([tf.constant(seed, tf.int64), self.epoch.read_value()]))
-            return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+            # whole batches as rows of one reshaped tensor (what Keras does: far cheaper than
+            # batching n scalar elements), the partial batch after them
+            batches = tf.data.Dataset.from_tensor_slices(tf.reshape(indices[: full * batch_size], (full, batch_size)))
+            return batches.concatenate(tf.data.Dataset.from_tensors(indices[full * batch_size :])) if rest else batches
 
-        steps = -(-n // batch_size)
-        batches = tf.data.Dataset.range(1).flat_map(order).apply(tf.data.experimental.assert_cardinality(steps))
+        batches = tf.data.Dataset.range(1).flat_map(order).apply(tf.data.experimental.assert_cardinality(full + bool(rest)))
         gather = lambda idx, xy: keras.tree.map_structure(lambda a: tf.gather(a, idx), xy)  # noqa: E731
-        self.dataset = tf.data.Dataset.zip((batches, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        dataset = tf.data.Dataset.zip((batches, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        # no static graph rewrites: they serialise the pipeline, the training arrays included, each
+        # time Keras opens an epoch's iterator (Keras' array adapter turns them off for this reason)
+        options = tf.data.Options()
+        options.experimental_optimization.apply_default_optimizations = False
+        self.dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)
