@@ -707,6 +707,9 @@ class TrainerConfig:
     strategy: Strategy = Strategy.default
     precision: Precision = Precision.float32
     progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal
+    # TensorFlow's CPU threads (within and across ops); null = TensorFlow's choice (every core), or
+    # for each job of a parallel local sweep (joblib), the cores divided among the jobs running at once
+    threads: Optional[int] = None
 
 
 # --------------------------------------------------------------------------- logger

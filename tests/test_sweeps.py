@@ -76,6 +76,9 @@ def test_joblib_sweep_of_four_jobs_gives_four_mlflow_children_of_one_parent(dlx,
     best = min(r.data.metrics["best_val_loss"] for r in children)
     assert parents[0].data.metrics["best_val_loss"] == pytest.approx(best)  # the sweep's best job
     assert len(job_dirs(workdir / "sweep")) == 4
+    threads = max(len(os.sched_getaffinity(0)) // 4, 1)  # the cores shared among the 4 jobs running at once
+    for job in job_dirs(workdir / "sweep").values():
+        assert f"{threads} CPU thread(s) for TensorFlow (4 jobs at once)" in (job / "train.log").read_text()
 
 
 @pytest.mark.slow
@@ -361,6 +364,30 @@ def test_gpu_per_job_from_job_number_and_visible_gpus(tmp_path, monkeypatch):
     env = {}
     assert device.visible_gpus(env) == ["0", "1"]
     assert device.pin_job_gpu(5, joblib, env) == "1" and env == {"CUDA_VISIBLE_DEVICES": "1"}
+
+
+def test_parallel_jobs_share_the_cpu_cores():
+    from dlx.training import device
+
+    joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
+    assert device.threads_per_job(joblib, {}, cores=2) == 1
+    assert device.threads_per_job(joblib | {"n_jobs": 4}, {}, cores=16) == 4
+    assert device.threads_per_job(joblib | {"n_jobs": 8}, {}, cores=2) == 1  # never 0
+    assert device.threads_per_job(joblib | {"n_jobs": -1}, {}, cores=8) == 1  # joblib's -1: one job per core
+    assert device.threads_per_job(joblib | {"n_jobs": 1}, {}, cores=8) is None  # one job at a time: TF's default
+    assert device.threads_per_job(joblib, {"SLURM_JOB_ID": "7"}, cores=8) is None  # Slurm's cpus_per_task decide
+    assert device.threads_per_job({"_target_": device.BASIC_LAUNCHER}, {}, cores=8) is None
+    assert device.threads_per_job({"_target_": "x.SubmititLocalLauncher", "timeout_min": 60}, {}, cores=8) is None
+
+
+def test_threads_option_is_used_and_checked(dlx, workdir):
+    dlx("train", *TINY, "trainer.epochs=1", "logger=none", "trainer.threads=1", "hydra.run.dir=r", check=True)
+    assert metrics(workdir / "r")["test_accuracy"] > 0.3
+    assert "TensorFlow CPU threads: 1 within ops, 1 across ops" in (workdir / "r/train.log").read_text()
+    bad = dlx("train", *TINY, "trainer.threads=0", "logger=none", "hydra.run.dir=bad")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
+        "trainer.threads: expected a positive number of threads or null, got 0")
+    assert not (workdir / "bad").exists()
 
 
 def test_gpu_options_fall_back_to_cpu_with_one_line_each(dlx, workdir):

@@ -117,9 +117,11 @@ def requeue_on_slurm() -> bool:
     return True
 
 
-def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
+          job_threads: int | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Train as `cfg` says, writing everything into `run_dir`; return (metrics, objects).
-    With `resume`, continue the killed run in `run_dir` from its last completed epoch."""
+    With `resume`, continue the killed run in `run_dir` from its last completed epoch.
+    `job_threads`: the CPU threads of a parallel sweep's job, when trainer.threads is null."""
     from dlx import config, sweeps
     from dlx.data import datasets
     from dlx.training import state as state_file
@@ -133,10 +135,13 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[dic
         data = datasets.load(c.dataset, config.reads_words(c.model.name))  # no TensorFlow yet: bad data and bad combinations fail fast
         config.check_model(c.model, c.regularization, c.optimizer, data)
         steps_per_execution = config.steps_per_execution(c.trainer, c.model.name)
+        if c.trainer.threads is not None:
+            config.positive("trainer.threads", c.trainer.threads, "a positive number of threads or null")
         from dlx import models
         from dlx.training import device, optim
 
-        placement = device.configure(c.trainer.device, c.trainer.devices, c.trainer.strategy, c.trainer.precision)
+        threads = c.trainer.threads or job_threads
+        placement = device.configure(c.trainer.device, c.trainer.devices, c.trainer.strategy, c.trainer.precision, threads)
         device.seed_everything(c.trainer.seed, c.trainer.deterministic)
         with placement.scope():
             model = models.build(c.model, c.regularization, data.spec, c.optimizer, c.trainer)
@@ -272,6 +277,7 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     # a resumed run's directory (or a resumed sweep's job directory) is not ours to remove
     keep = (resume_key is not None and not multirun) or str(resume_key).lower() == "true"
+    job_threads = None
     with discard_run_dir_on_error(run_dir, keep=keep):
         if config.get("sweep") and not multirun:
             raise DlxError("sweep=NAME runs an Optuna search over many jobs: add -m (dlx train -m sweep=NAME)")
@@ -282,6 +288,9 @@ def main(cfg: DictConfig) -> float:
             gpu = device.pin_job_gpu(int(hc.job.num), str(hc.launcher.get("_target_", "")))  # before TensorFlow starts
             if gpu is not None:
                 log.info("job %s: GPU %s (CUDA_VISIBLE_DEVICES)", hc.job.num, gpu)
+            job_threads = device.threads_per_job(OmegaConf.to_container(hc.launcher))
+            if job_threads is not None and config["trainer"]["threads"] is None:
+                log.info("job %s: %d CPU thread(s) for TensorFlow (%s jobs at once)", hc.job.num, job_threads, hc.launcher.n_jobs)
             resume = str(resume_key).lower() == "true"
             done = run_dir / "metrics.json"
             if resume and done.is_file():  # a re-run killed sweep skips the jobs that finished
@@ -295,6 +304,6 @@ def main(cfg: DictConfig) -> float:
             resume = resume_key is not None  # the CLI has checked DIR and pointed hydra.run.dir at it
             if resume and (run_dir / "metrics.json").is_file():
                 raise DlxError(f"resume={resume_key}: that run finished (metrics.json exists); nothing to resume")
-    metrics, _ = train(config, run_dir, resume=resume)
+    metrics, _ = train(config, run_dir, resume=resume, job_threads=job_threads)
     value = metrics[f"best_{monitor}"]
     return PrunedValue(value) if metrics.get("pruned_at_epoch") else value
