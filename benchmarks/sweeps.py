@@ -89,7 +89,8 @@ def main() -> None:
         f"One `dlx train -m {' '.join(SWEEP)} <workload>` command per launcher and workload (8 jobs, TensorBoard and "
         "MLflow on), timed from start to exit; rounds alternate the launchers, medians of "
         f"{args.rounds} rounds. Time outside fit per job = (wall x workers - sum of the jobs' fit time) / 8: process and "
-        "TensorFlow start-up, data, model building, tracking, test evaluation, plots and artifacts.",
+        "TensorFlow start-up, data, model building, tracking, test evaluation, plots and artifacts. Each joblib job runs "
+        "TensorFlow with cores / n_jobs threads (`trainer.threads` null: one here), the basic launcher's with all cores.",
         "",
         "| workload | launcher | sweep wall time (s) | sum of fit time (s) | time outside fit per job (s) | CPU time (s) | CPU cores busy | speed-up |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
