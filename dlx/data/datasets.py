@@ -241,16 +241,18 @@ def collected_samples(extra: str, spec: DataSpec, shape: tuple) -> tuple[np.ndar
     """The labelled images `dlx serve` collected (<state>/samples.db + files), prepared as
     `dlx predict` prepares images, in the dataset's raw pixel range; labels as class indices."""
     import sqlite3
+    from contextlib import closing
 
+    from dlx.config import ServeSettings
     from dlx.data.images import preprocess, read_grey
 
-    state = Path("outputs/serve" if extra == "samples" else extra).expanduser()
+    state = Path(ServeSettings.state_dir if extra == "samples" else extra).expanduser()
     db = state / "samples.db"
     if spec.kind != "image":
         raise DlxError(f"dataset.extra={extra}: collected samples are images; dataset={spec.name} is {spec.kind} data")
     if not db.is_file():
         raise DlxError(f"dataset.extra={extra}: no {db} (samples are collected by dlx serve, POST /v1/samples)")
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("select label, file from samples order by received").fetchall()
     names = [str(c) for c in spec.class_names or []]
     xs, ys = [], []

@@ -160,32 +160,27 @@ class Current:
 
     def __init__(self, source: str, tracking_uri: str | None):
         self.source, self.tracking_uri = source, tracking_uri
-        self.version: str | None = None
         self.lock = threading.Lock()
-        self.served = self._load()
+        run, self.version = self._resolve()
+        self.served = Served(run)
 
-    def _load(self) -> Served:
+    def _resolve(self) -> tuple[str, str | None]:
+        """(run directory, registry version): where the source points now."""
         if not self.source.startswith("models:/"):
-            return Served(self.source)
+            return self.source, None
         from dlx.serve import registry
 
-        run, self.version = registry.resolve(self.source, self.tracking_uri)
-        served = Served(run)
-        served.registry_version = self.version
-        return served
+        return registry.resolve(self.source, self.tracking_uri)
 
     def refresh(self) -> bool:
         """Load a newly promoted version; True when the served model changed."""
         if not self.source.startswith("models:/"):
             return False
-        from dlx.serve import registry
-
         with self.lock:
-            _, version = registry.resolve(self.source, self.tracking_uri)
+            run, version = self._resolve()
             if version == self.version:
                 return False
-            old = self.version
-            self.served = self._load()
+            old, self.served, self.version = self.version, Served(run), version
             log.info("%s: version %s -> %s (%s)", self.source, old, self.version, self.served.path)
             return True
 

@@ -48,7 +48,7 @@ class Client:
         return self.request("GET", "/v1/models")["models"]
 
     def predict_arrays(self, inputs) -> list[dict]:
-        body = json.dumps({"inputs": [list(map(float, _flat(x))) for x in inputs]}).encode()
+        body = json.dumps({"inputs": [_flat(x) for x in inputs]}).encode()
         return self.request("POST", "/v1/predict", body, "application/json")["predictions"]
 
     def predict_images(self, images: list[bytes]) -> list[dict]:
