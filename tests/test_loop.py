@@ -6,7 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from dlx.training.loop import Checkpoints
+from dlx.data.datasets import Data, DataSpec, Split
+from dlx.training import loop
+from dlx.training import state as state_file
+from dlx.training.loop import Checkpoints, EpochBatches
 
 
 def _model():
@@ -55,13 +58,16 @@ def _trainer(**kw):
             "epochs": 5, "early_stopping": es} | kw
 
 
+def _toy_data(seed: int) -> Data:
+    """64 random 4-feature examples of 3 classes; validation and test: the first 16."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)
+    return Data(Split(x, y), Split(x[:16], y[:16]), Split(x[:16], y[:16]), DataSpec("toy", (4,), 3, ["a", "b", "c"], 1.0))
+
+
 def test_resume_state_of_the_last_epoch_is_on_disk_when_training_is_interrupted(tmp_path, monkeypatch):
     """The state is written in the background; an interrupt (a preemption) must still leave the
     last completed epoch's state whole, even when writing is slower than training."""
-    from dlx.data.datasets import Data, DataSpec, Split
-    from dlx.training import loop
-    from dlx.training import state as state_file
-
     save = loop._save_groups
 
     def slow_save(path, **groups):
@@ -69,10 +75,7 @@ def test_resume_state_of_the_last_epoch_is_on_disk_when_training_is_interrupted(
         save(path, **groups)
 
     monkeypatch.setattr(loop, "_save_groups", slow_save)
-    rng = np.random.default_rng(0)
-    x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)
-    spec = DataSpec("toy", (4,), 3, ["a", "b", "c"], 1.0)
-    data = Data(Split(x, y), Split(x[:16], y[:16]), Split(x[:16], y[:16]), spec)
+    data = _toy_data(0)
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -90,23 +93,15 @@ def test_resume_state_of_the_last_epoch_is_on_disk_when_training_is_interrupted(
         np.testing.assert_array_equal(saved["v0"], m.variables[0].numpy())  # nothing trained after epoch 2
 
 
-def test_resume_state_after_a_normal_fit_matches_the_model(tmp_path):
-    from dlx.data.datasets import Data, DataSpec, Split
-    from dlx.training import loop
-    from dlx.training import state as state_file
-
-    rng = np.random.default_rng(1)
-    x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)
-    data = Data(Split(x, y), Split(x[:16], y[:16]), Split(x[:16], y[:16]), DataSpec("toy", (4,), 3, ["a", "b", "c"], 1.0))
+def test_resume_state_after_a_normal_fit_holds_its_last_epoch(tmp_path):
     m = _model()
-    result = loop.fit(m, data, _trainer(epochs=3), tmp_path)
+    result = loop.fit(m, _toy_data(1), _trainer(epochs=3), tmp_path)
     state = state_file.read(state_file.resume_dir(tmp_path))
     assert state["epoch"] == 3 == result.epochs_run
     assert state["history"]["val_loss"] == result.history["val_loss"]
 
 
 def test_epoch_batches_cover_every_example_once_in_an_order_fixed_by_seed_and_epoch():
-    from dlx.training.loop import EpochBatches
 
     x = np.arange(70, dtype="float32")[:, None]
     y = np.arange(70, dtype="int32")
