@@ -102,7 +102,6 @@ def test_resume_state_after_a_normal_fit_holds_its_last_epoch(tmp_path):
 
 
 def test_epoch_batches_cover_every_example_once_in_an_order_fixed_by_seed_and_epoch():
-
     x = np.arange(70, dtype="float32")[:, None]
     y = np.arange(70, dtype="int32")
 
