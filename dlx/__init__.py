@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -55,3 +56,7 @@ def job_dir_name(num: object, overrides: list[str], sweep_dir: str | None = None
 # has it when Hydra resolves hydra.sweep.subdir there.
 if not OmegaConf.has_resolver("dlx.job_dir"):
     OmegaConf.register_new_resolver("dlx.job_dir", job_dir_name)
+
+# conf/hydra/launcher/joblib.yaml extends the joblib plugin's schema of the same name on purpose.
+# Set on import, so that it also holds in joblib workers, which compose each job's config.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")

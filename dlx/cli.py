@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import warnings
 from pathlib import Path
 
 # command -> one-line description; hydra commands compose conf/<command>.yaml
@@ -149,8 +148,6 @@ def run_hydra(command: str, args: list[str]) -> int:
 
     config.register()
     args = quote_paths(args)
-    # conf/hydra/launcher/joblib.yaml extends the joblib plugin's schema of the same name on purpose
-    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
     if command == "train" and any(a.startswith("resume=") for a in args) and not any(a in MULTIRUN_FLAGS for a in args):
         try:
             args = resume_args(args)

@@ -7,6 +7,7 @@ to hide a GPU from TensorFlow's allocator entirely.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -168,7 +169,15 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     import keras
     import tensorflow as tf
 
-    keras.backend.clear_session()
+    if gc.get_freeze_count() == 0:
+        # The first job in this process: no model to free yet. What exists now (mostly the imported
+        # modules, ~600k objects with TensorFlow and MLflow) lives as long as the process, so the
+        # garbage collector stops scanning it; each later job's collection then takes milliseconds
+        # instead of ~0.4 s.
+        gc.freeze()
+        keras.backend.clear_session(free_memory=False)
+    else:
+        keras.backend.clear_session()  # frees the previous in-process job's model
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
