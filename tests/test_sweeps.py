@@ -101,22 +101,26 @@ def test_joblib_launcher_warms_the_workers_that_then_run_the_jobs(monkeypatch):
     from joblib.externals.loky import reusable_executor
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # "GPUs visible": warmed without TensorFlow, quicker here
+    from hydra_plugins.dlx_joblib_launcher.joblib_launcher import WARMUP
+
     launcher = joblib_launcher(n_jobs=2)
     launcher.setup(hydra_context=None, task_function=None, config=None)
-    launcher._warming.join(timeout=120)
-    assert len(set(launcher.warmed)) == 2 and os.getpid() not in launcher.warmed
+    warmed = WARMUP.wait()
+    assert len(set(warmed)) == 2 and os.getpid() not in warmed
     pids = Parallel(**launcher.settings())(delayed(os.getpid)() for _ in range(6))  # what the launch runs
-    assert set(pids) <= set(launcher.warmed)
+    assert set(pids) <= set(warmed)
     reusable_executor._executor.shutdown(wait=True)
-    for pid in launcher.warmed:
+    for pid in warmed:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
 
 def test_joblib_launcher_does_not_warm_a_single_job_at_a_time():
+    from hydra_plugins.dlx_joblib_launcher.joblib_launcher import WARMUP
+
     launcher = joblib_launcher(n_jobs=1)  # joblib runs the jobs in the launching process then
     launcher.setup(hydra_context=None, task_function=None, config=None)
-    assert launcher._warming is None
+    assert WARMUP.thread is None
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ stopped at once.
 The plugin starts its loky workers when it launches the first batch, after the launching process
 has composed every job's config (Hydra validates the whole batch first) and made the sweep's
 MLflow parent run; each worker then imports TensorFlow, Keras and MLflow before its first job.
-Here `setup`, which Hydra calls before all of that, sends one warm-up task per worker through the
-same joblib settings in a background thread: the launch reuses those workers (joblib keeps an
+Here the `WarmWorkers` callback (or `setup`, which Hydra calls before composing the jobs) sends
+one warm-up task per worker through the same joblib settings in a background thread: the launch reuses those workers (joblib keeps an
 executor whose settings have not changed), and their imports overlap the launching process's
 work. A warmed worker also exits at once when the sweep is over, instead of tearing TensorFlow
 down while the launching process waits.
@@ -22,6 +22,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
+from hydra.experimental.callback import Callback
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as PluginJoblibLauncher
 
 log = logging.getLogger(__name__)
@@ -66,40 +67,76 @@ def workers(n_jobs: int) -> int:
     return n_jobs if n_jobs > 0 else max(joblib.cpu_count() + 1 + n_jobs, 1)
 
 
-class JoblibLauncher(PluginJoblibLauncher):
-    """The joblib plugin's launcher; its workers warm up while the sweep is being prepared."""
+def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
+    """joblib.Parallel's arguments from the launcher's config, exactly as the plugin's launch makes
+    them: the same settings are what lets the launch reuse the warmed workers."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 
-    _warming: threading.Thread | None = None
-    warmed: list[int] = []  # the process ids of the warmed workers
+    settings = {k: v for k, v in launcher.items() if k != "_target_"} | {"backend": "loky"}
+    process_joblib_cfg(settings)
+    return settings
 
-    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        settings = self.settings()
-        if isinstance(settings.get("n_jobs"), int) and workers(settings["n_jobs"]) > 1 and self._warming is None:
-            self._warming = threading.Thread(target=self._warm, args=(settings,), name="dlx-warm-workers", daemon=True)
-            self._warming.start()
 
-    def settings(self) -> dict[str, Any]:
-        """joblib.Parallel's arguments, exactly as the plugin's launch makes them (the same
-        settings are what lets the launch reuse the warmed workers)."""
-        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+class Warmup:
+    """The warm-up of a sweep's workers: one warm-up task per worker, sent from a background thread
+    of the launching process through the launch's own joblib settings."""
 
-        settings = dict(self.joblib) | {"backend": "loky"}
-        process_joblib_cfg(settings)
-        return settings
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.pids: list[int] = []  # the warmed workers' process ids
 
-    def _warm(self, settings: dict[str, Any]) -> None:
+    def start(self, settings: dict[str, Any]) -> None:
+        n_jobs = settings.get("n_jobs")
+        if self.thread is not None or not isinstance(n_jobs, int) or workers(n_jobs) < 2:
+            return  # one job at a time runs in the launching process: nothing to warm
+        self.thread = threading.Thread(target=self._run, args=(settings,), name="dlx-warm-workers", daemon=True)
+        self.thread.start()
+
+    def _run(self, settings: dict[str, Any]) -> None:
         from joblib import Parallel, delayed
 
         from dlx.training import device
 
         tensorflow = not device.visible_gpus()
         try:
-            self.warmed = Parallel(**settings)(delayed(warm_worker)(tensorflow) for _ in range(workers(settings["n_jobs"])))
+            self.pids = Parallel(**settings)(delayed(warm_worker)(tensorflow) for _ in range(workers(settings["n_jobs"])))
         except Exception as exc:  # the launch itself reports whatever keeps workers from starting
             log.debug("warming the joblib workers failed: %s", exc)
 
+    def wait(self) -> list[int]:
+        """Wait for the warm-up to end (two joblib calls must not share the workers at once)."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        return self.pids
+
+
+WARMUP = Warmup()
+TARGET = f"{__name__}.JoblibLauncher"
+
+
+class WarmWorkers(Callback):
+    """Starts the warm-up when the sweep starts (`hydra.callbacks.warm_workers`, listed first),
+    before the other callbacks' work (the MLflow parent run) and before Hydra sets the launcher up."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+        if isinstance(launcher, dict) and launcher.get("_target_") == TARGET:
+            WARMUP.start(joblib_settings(launcher))
+
+
+class JoblibLauncher(PluginJoblibLauncher):
+    """The joblib plugin's launcher; its workers warm up while the sweep is being prepared."""
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        WARMUP.start(self.settings())  # where the callback is not configured
+
+    def settings(self) -> dict[str, Any]:
+        return joblib_settings(dict(self.joblib))
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        if self._warming is not None:
-            self._warming.join()
+        WARMUP.wait()
         return super().launch(job_overrides, initial_job_idx)
