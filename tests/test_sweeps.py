@@ -115,6 +115,17 @@ def test_joblib_launcher_warms_the_workers_that_then_run_the_jobs(monkeypatch):
             os.kill(pid, 0)
 
 
+def test_warm_worker_leaves_tensorflow_out_where_gpus_are_visible():
+    """A job pins its GPU (CUDA_VISIBLE_DEVICES) before TensorFlow starts in its process; a worker
+    warmed on a GPU server must not have imported it. Nor may the launching process, where joblib
+    can run a task itself, be made to exit through the workers' quick exit."""
+    code = ("import os, sys; from hydra_plugins.dlx_joblib_launcher.joblib_launcher import warm_worker; "
+            "warm_worker(False, os.getpid()); print('mlflow' in sys.modules, 'tensorflow' in sys.modules); sys.exit(3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["True", "False"]
+    assert proc.returncode == 3  # its own exit status, not the quick exit's 0
+
+
 def test_joblib_launcher_does_not_warm_a_single_job_at_a_time():
     from hydra_plugins.dlx_joblib_launcher.joblib_launcher import WARMUP
 

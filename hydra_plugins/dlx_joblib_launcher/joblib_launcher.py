@@ -1,14 +1,14 @@
 """`hydra/launcher=joblib`: Hydra's joblib launcher, with its worker processes started early and
-stopped at once.
+quick to exit.
 
 The plugin starts its loky workers when it launches the first batch, after the launching process
-has composed every job's config (Hydra validates the whole batch first) and made the sweep's
-MLflow parent run; each worker then imports TensorFlow, Keras and MLflow before its first job.
-Here the `WarmWorkers` callback (or `setup`, which Hydra calls before composing the jobs) sends
-one warm-up task per worker through the same joblib settings in a background thread: the launch reuses those workers (joblib keeps an
-executor whose settings have not changed), and their imports overlap the launching process's
-work. A warmed worker also exits at once when the sweep is over, instead of tearing TensorFlow
-down while the launching process waits.
+has made the sweep's MLflow parent run and composed every job's config (Hydra validates the whole
+batch first); each worker then imports TensorFlow, Keras and MLflow before its first job. Here the
+`WarmWorkers` callback (or else the launcher's `setup`) sends one warm-up task per worker, through
+the launch's own joblib settings, from a background thread: the launch reuses those workers
+(joblib keeps an executor whose settings have not changed), and their imports overlap the
+launching process's work. A warmed worker also exits at once when the sweep is over, instead of
+tearing TensorFlow down while the launching process waits.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ WARM_TENSORFLOW = ("tensorflow", "keras", "dlx.models", "dlx.training.device", "
                    "dlx.training.loop", "mlflow.keras", "tensorboard.plugins.hparams.api")
 
 
-def warm_worker(tensorflow: bool) -> int:
+def warm_worker(tensorflow: bool, launcher_pid: int) -> int:
     """Import what a job will need, in a worker process, before its first job arrives. TensorFlow is
     left out when GPUs are visible: a job can pin its GPU only before TensorFlow starts."""
     for name in WARM_MODULES + (WARM_TENSORFLOW if tensorflow else ()):
@@ -43,10 +43,11 @@ def warm_worker(tensorflow: bool) -> int:
     from dlx import plots
 
     plots.pyplot()
-    # the imports live as long as the worker: keep them out of every later garbage collection
-    # (loky collects after tasks; Keras at each job's start)
-    gc.freeze()
-    atexit.register(exit_quickly)  # registered last, so it runs first
+    if os.getpid() != launcher_pid:  # never in the launching process (joblib may run tasks there)
+        # the imports live as long as the worker: keep them out of every later garbage collection
+        # (loky collects after tasks; Keras at each job's start)
+        gc.freeze()
+        atexit.register(exit_quickly)  # registered last, so it runs first
     return os.getpid()
 
 
@@ -99,7 +100,8 @@ class Warmup:
 
         tensorflow = not device.visible_gpus()
         try:
-            self.pids = Parallel(**settings)(delayed(warm_worker)(tensorflow) for _ in range(workers(settings["n_jobs"])))
+            tasks = (delayed(warm_worker)(tensorflow, os.getpid()) for _ in range(workers(settings["n_jobs"])))
+            self.pids = Parallel(**settings)(tasks)
         except Exception as exc:  # the launch itself reports whatever keeps workers from starting
             log.debug("warming the joblib workers failed: %s", exc)
 
