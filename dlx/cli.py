@@ -181,14 +181,17 @@ def run_hydra(command: str, args: list[str]) -> int:
     try:
         task()
     except (HydraException, OmegaConfBaseException) as exc:
+        _abandon_sweep()
         if user_wants_traces:
             raise
         return _error(command, _describe_config_error(exc))
     except DlxError as exc:  # from a sweeper or launcher, outside any one job
+        _abandon_sweep()
         if user_wants_traces:
             raise
         return _error(command, str(exc))
     except KeyboardInterrupt:
+        _abandon_sweep("KILLED")
         print(f"dlx {command}: interrupted", file=sys.stderr)
         return 130
     except Preempted as exc:
@@ -199,6 +202,16 @@ def run_hydra(command: str, args: list[str]) -> int:
         if not user_wants_traces:
             os.environ.pop("HYDRA_FULL_ERROR", None)
     return 2 if failures else 0
+
+
+def _abandon_sweep(status: str = "FAILED") -> None:
+    """A sweep that stopped on its own error takes back what it had made (see `sweeps.abandon`)."""
+    sweeps = sys.modules.get("dlx.sweeps")
+    if sweeps is not None:
+        try:
+            sweeps.abandon(status)
+        except Exception as exc:  # the error being reported matters more
+            print(f"dlx: could not clean up after the sweep: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,10 +74,57 @@ def parent_run(sweep_dir: Path | None) -> dict | None:
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
+class SweepStart:
+    """What this process's sweep made before its jobs: its directory (when new) and the MLflow
+    parent run, for `abandon` to take back when the sweep stops on an error of its own."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.dir: Path | None = None
+        self.new_dir = False
+        self.parent: dict | None = None  # {"run_id", "tracking_uri"}
+        self.made_parent = False
+
+
+STARTED = SweepStart()
+
+
+def abandon(status: str = "FAILED") -> None:
+    """A sweep stopped by an error of its own (a bad override found while Hydra checks the batch,
+    a sweeper that gave up, Ctrl-C): if no job had started, its new directory and MLflow parent
+    run are removed; otherwise the parent run ends `status` (FAILED, or KILLED) instead of staying
+    RUNNING. A joblib sweep's workers still warming up are stopped."""
+    import shutil
+    import sys
+
+    launcher = sys.modules.get("hydra_plugins.dlx_joblib_launcher.joblib_launcher")
+    if launcher is not None:
+        launcher.WARMUP.stop()
+    start, sweep_dir = STARTED, STARTED.dir
+    if sweep_dir is None:
+        return
+    # anything beyond what Hydra and the parent run write first: job directories, an Optuna study
+    launched = sweep_dir.is_dir() and any(p.name not in (PARENT_FILE, "multirun.yaml") for p in sweep_dir.iterdir())
+    if start.parent is not None:
+        from mlflow.tracking import MlflowClient
+
+        client, run_id = MlflowClient(start.parent["tracking_uri"]), start.parent["run_id"]
+        retry_locked(lambda: client.set_terminated(run_id, status))
+        if start.made_parent and not launched:
+            retry_locked(lambda: client.delete_run(run_id))
+    if start.new_dir and not launched:
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+    STARTED.reset()
+
+
 class MlflowSweepCallback(Callback):
     """One MLflow parent run per sweep (`hydra.callbacks.mlflow_sweep`); jobs become its children."""
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        STARTED.dir, STARTED.new_dir = sweep_dir, not sweep_dir.exists()
         mlcfg = config.logger.mlflow
         if not mlcfg.enabled:
             return
@@ -85,12 +132,12 @@ class MlflowSweepCallback(Callback):
 
         from dlx import tracking
 
-        sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         uri = tracking.tracking_uri(mlcfg.tracking_uri)
         existing = parent_run(sweep_dir)
         if existing is not None and existing["tracking_uri"] == uri:  # a resumed sweep keeps its parent
             MlflowClient(uri).update_run(existing["run_id"], status="RUNNING")
+            STARTED.parent = existing
             return
         experiment_id = tracking.experiment_id(uri, mlcfg.experiment)
         overrides = list(config.hydra.overrides.task)
@@ -98,9 +145,11 @@ class MlflowSweepCallback(Callback):
                 "dlx.overrides": " ".join(overrides)[:5000]}
         client = MlflowClient(uri)
         run = retry_locked(lambda: client.create_run(experiment_id, run_name=f"sweep {sweep_dir}", tags=tags))
-        (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}) + "\n")
+        STARTED.parent, STARTED.made_parent = {"run_id": run.info.run_id, "tracking_uri": uri}, True
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(STARTED.parent) + "\n")
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
+        STARTED.reset()  # the sweep ran to its end: nothing to take back
         info = parent_run(Path(config.hydra.sweep.dir))
         if info is None:
             return

@@ -363,6 +363,27 @@ def test_bad_sweep_input_is_one_clear_line(dlx, workdir):
         assert proc.stderr.strip().splitlines()[-1].startswith(expected), (args, proc.stderr)
 
 
+def test_a_sweep_stopped_by_its_own_error_leaves_no_running_parent_run(dlx, workdir):
+    """Hydra makes the MLflow parent run before it checks the batch's overrides: a bad one must
+    not leave a sweep directory and a parent run RUNNING forever. A sweep that launched jobs
+    keeps what they made, and its parent run ends FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    proc = dlx("train", "-m", "hydra/launcher=joblib", "model=mlp,nope", *TINY, "hydra.sweep.dir=bad")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("dlx train: error: unknown model 'nope'")
+    assert not (workdir / "bad").exists()
+    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
+    experiment = client.get_experiment_by_name("dlx").experiment_id
+    assert client.search_runs([experiment]) == []  # the parent run is deleted
+    assert [r.info.status for r in client.search_runs([experiment], run_view_type=3)] == ["FAILED"]
+
+    proc = dlx("train", "-m", "sweep=mlp_search", "dataset.val_size=99999", *TINY, "hydra.sweep.dir=gave_up")
+    assert proc.returncode == 2 and "3 trials in a row failed" in proc.stderr
+    assert (workdir / "gave_up/optuna.db").is_file()  # its study (3 failed trials) stays
+    parents = [r for r in client.search_runs([experiment]) if r.data.tags.get("dlx.role") == "sweep"]
+    assert [r.info.status for r in parents] == ["FAILED"]
+
+
 def test_search_space_checks():
     from hydra_plugins.dlx_optuna_sweeper.optuna_sweeper import distributions
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution

@@ -105,6 +105,17 @@ class Warmup:
         except Exception as exc:  # the launch itself reports whatever keeps workers from starting
             log.debug("warming the joblib workers failed: %s", exc)
 
+    def stop(self) -> None:
+        """The sweep ended before its launch (a bad override, Ctrl-C): end the workers still
+        importing now, rather than make the launching process wait for them at exit."""
+        if self.thread is None:
+            return
+        executor = getattr(sys.modules.get("joblib.externals.loky.reusable_executor"), "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True, kill_workers=True)
+        self.thread.join(timeout=30)
+        self.thread = None
+
     def wait(self) -> list[int]:
         """Wait for the warm-up to end (two joblib calls must not share the workers at once)."""
         if self.thread is not None:
