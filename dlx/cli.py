@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The `dlx` console script: `main`, then exit. Everything alive at that point lives until the
     process ends, so it is kept out of the interpreter's last garbage collections (with MLflow and
-    TensorFlow loaded, those took ~0.8 s after a joblib sweep had finished)."""
+    Hydra loaded, those took ~0.8 s after a joblib sweep had finished)."""
     code = main()
     gc.freeze()
     sys.exit(code)
