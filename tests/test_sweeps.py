@@ -126,6 +126,29 @@ def test_warm_worker_leaves_tensorflow_out_where_gpus_are_visible():
     assert proc.returncode == 3  # its own exit status, not the quick exit's 0
 
 
+def test_the_first_sweep_callback_warms_joblib_workers_only(monkeypatch):
+    """The warm-up starts at the sweep's first callback, before the MLflow parent run and before
+    Hydra sets the launcher up; other launchers' configs are left alone."""
+    from hydra import compose, initialize_config_dir
+
+    from dlx import config
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # warmed without TensorFlow, quicker here
+    config.register()
+    with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
+        slurm = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        joblib = compose(config_name="train", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
+    assert list(joblib.hydra.callbacks)[0] == "warm_workers"
+    # imported after Hydra's plugin scan, which runs the plugin modules afresh
+    from hydra_plugins.dlx_joblib_launcher.joblib_launcher import WARMUP, WarmWorkers
+
+    WarmWorkers().on_multirun_start(slurm)
+    assert WARMUP.thread is None
+    WarmWorkers().on_multirun_start(joblib)
+    assert WARMUP.thread is not None and len(set(WARMUP.wait())) == 2
+    WARMUP.pids = []
+
+
 def test_joblib_launcher_does_not_warm_a_single_job_at_a_time():
     from hydra_plugins.dlx_joblib_launcher.joblib_launcher import WARMUP
 

@@ -135,9 +135,8 @@ class WarmWorkers(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf
 
-        launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
-        if isinstance(launcher, dict) and launcher.get("_target_") == TARGET:
-            WARMUP.start(joblib_settings(launcher))
+        if config.hydra.launcher.get("_target_") == TARGET:  # other launchers' configs are left unresolved
+            WARMUP.start(joblib_settings(OmegaConf.to_container(config.hydra.launcher, resolve=True)))
 
 
 class JoblibLauncher(PluginJoblibLauncher):
