@@ -3,8 +3,8 @@ joblib launcher with 2 worker processes, measured one after the other in the sam
 workloads: very short jobs (digits, ~2 s of work each), ordinary ones (full Fashion-MNIST,
 several seconds each) and longer ones (the same at 20 epochs). A parallel worker is a new
 process that imports TensorFlow, Keras and MLflow before its first job (~4.5 s of CPU here),
-which short jobs cannot amortise; dlx's joblib launcher starts the workers while the launching process still composes the
-jobs and makes the MLflow parent run.
+which short jobs cannot amortise; dlx's joblib launcher starts the workers while the launching
+process still composes the jobs and makes the MLflow parent run.
 
 Each sweep is one `dlx train -m` command (a fresh process, as a user runs it), timed from start to
 exit. Per-job overhead is the time a job spends outside `model.fit` (train_seconds in its

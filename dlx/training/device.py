@@ -66,6 +66,11 @@ def pin_job_gpu(job_num: int, launcher: str, env: dict[str, str] | None = None) 
     return gpu
 
 
+def jobs_at_once(n_jobs: int, cores: int) -> int:
+    """How many jobs a local parallel launcher runs at once for its `n_jobs` (joblib's -1: one per core)."""
+    return n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)
+
+
 def threads_per_job(launcher: dict, env: dict[str, str] | None = None, cores: int | None = None) -> int | None:
     """CPU threads for each job of a parallel local sweep: the cores divided among the jobs that
     run at once (the launcher's `n_jobs`; joblib's -1 = all cores). Two jobs that each start
@@ -77,8 +82,7 @@ def threads_per_job(launcher: dict, env: dict[str, str] | None = None, cores: in
     if str(launcher.get("_target_", "")) == BASIC_LAUNCHER or "SLURM_JOB_ID" in env or not isinstance(n_jobs, int):
         return None
     cores = cores or len(os.sched_getaffinity(0))
-    if n_jobs < 0:
-        n_jobs = max(cores + 1 + n_jobs, 1)
+    n_jobs = jobs_at_once(n_jobs, cores)
     return max(cores // n_jobs, 1) if n_jobs > 1 else None
 
 

@@ -62,10 +62,12 @@ def exit_quickly() -> None:
 
 
 def workers(n_jobs: int) -> int:
-    """How many worker processes joblib starts for `n_jobs` (-1: one per core)."""
+    """How many worker processes joblib starts for `n_jobs` (-1: one per core, as joblib counts them)."""
     import joblib
 
-    return n_jobs if n_jobs > 0 else max(joblib.cpu_count() + 1 + n_jobs, 1)
+    from dlx.training.device import jobs_at_once
+
+    return jobs_at_once(n_jobs, joblib.cpu_count())
 
 
 def joblib_settings(launcher: dict[str, Any]) -> dict[str, Any]:
