@@ -9,7 +9,7 @@ import pytest
 from dlx.data.datasets import Data, DataSpec, Split
 from dlx.training import loop
 from dlx.training import state as state_file
-from dlx.training.loop import Checkpoints, EpochBatches
+from dlx.training.loop import Checkpoints, EpochBatches, in_order
 
 
 def _model():
@@ -116,3 +116,16 @@ def test_epoch_batches_cover_every_example_once_in_an_order_fixed_by_seed_and_ep
     assert e0 != e1
     assert epoch(b, 1) == e1 and epoch(b, 0) == e0  # any epoch, in any order: a function of (seed, epoch)
     assert sum(epoch(EpochBatches(x, y, 10, seed=3, shuffle=False), 0), []) == list(range(70))
+
+
+def test_validation_and_test_batches_come_in_order_without_the_autotuner():
+    x = np.arange(70, dtype="float32")[:, None]
+    y = np.arange(70, dtype="int32")
+    data = in_order(x, y, 16)
+    assert [by.numpy().tolist() for _, by in data] == [list(range(i, min(i + 16, 70))) for i in range(0, 70, 16)]
+    # tf.data's autotuner thread stalls training steps where every core is busy (parallel jobs)
+    assert data.options().autotune.enabled is False
+    assert EpochBatches(x, y, 16, seed=3, shuffle=True).dataset.options().autotune.enabled is False
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    assert np.allclose(model.predict(data, verbose=0), model.predict(x, verbose=0))  # predict takes the x part

@@ -183,7 +183,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
             result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning,
                               resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id})
         model.save(run_dir / "model.keras")
-        test = model.evaluate(data.test.x, data.test.y, batch_size=c.trainer.batch_size, return_dict=True, verbose=0)
+        test = model.evaluate(loop.in_order(data.test.x, data.test.y, c.trainer.batch_size), return_dict=True, verbose=0)
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
         if hasattr(family, "scores"):  # what model.evaluate cannot compute (BLEU of decoded captions)
             metrics |= family.scores(model, data, cfg)
@@ -235,11 +235,12 @@ def figures(family, model, data, result, plot_dir: Path, batch_size: int) -> dic
     or what an unsupervised family draws (filters, reconstructions). Returns the figures worth
     logging as images."""
     from dlx import plots
+    from dlx.training import loop
 
     plots.learning_curves(result.history, plot_dir / "learning_curves.png")
     if hasattr(family, "figures"):  # unsupervised and sequence families draw their own
         return family.figures(model, data, plot_dir)
-    out = model.predict(data.test.x, batch_size=batch_size, verbose=0)
+    out = model.predict(loop.in_order(data.test.x, data.test.y, batch_size), verbose=0)
     spec = data.spec
     if spec.task == "regression":
         return {"fit": plots.regression_fit(data.test.x, data.test.y, out, spec, plot_dir / "fit.png")}
