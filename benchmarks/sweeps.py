@@ -1,7 +1,7 @@
 """`make bench` (part 5): an 8-job sweep of small MLPs, Hydra's basic (in-process) launcher vs the
 joblib launcher with 2 worker processes, measured one after the other in the same run, on three
-workloads: very short jobs (digits, ~2 s of work each), ordinary ones (full Fashion-MNIST,
-several seconds each) and longer ones (the same at 20 epochs). A parallel worker is a new
+workloads: very short jobs (digits, ~1.5 s of work each), ordinary ones (full Fashion-MNIST,
+~3 s each) and longer ones (the same at 20 epochs). A parallel worker is a new
 process that imports TensorFlow, Keras and MLflow before its first job (~4.5 s of CPU here),
 which short jobs cannot amortise; dlx's joblib launcher starts the workers while the launching
 process still composes the jobs and makes the MLflow parent run.
@@ -65,7 +65,7 @@ def run_sweep(name: str, extra: list[str], work: Path, round_: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     import keras
     import tensorflow as tf
@@ -117,8 +117,10 @@ def main() -> None:
               "CPU time). The first factor is what running 2 jobs at once buys, and it is smaller where the basic "
               "launcher's `fit` already uses more than one core (Fashion-MNIST's larger matrices). The second is what "
               "it costs: each joblib worker is a new process that imports TensorFlow, Keras and MLflow (dlx's launcher "
-              "starts the workers while the launching process still prepares the sweep), and two jobs training at once "
-              "each run slower than one alone (the larger sum of fit time).", "",
+              "starts the workers while the launching process still prepares the sweep), a fixed cost that short jobs "
+              "cannot amortise. Two jobs training at once on one thread each fit about as fast as one alone (compare "
+              "the sums of fit time): dlx's input pipelines run without tf.data's autotuner, whose background "
+              "thread stalled the training steps when every core was busy.", "",
               "Per round (wall s): " + "; ".join(f"{w} / {n} " + ", ".join(f"{x['wall']:.1f}" for x in rs)
                                                   for (w, n), rs in results.items()) + "."]
     RESULTS.mkdir(parents=True, exist_ok=True)
