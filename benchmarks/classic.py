@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import tables  # benchmarks/tables.py: the script's directory is on sys.path
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -188,10 +189,7 @@ def write(rows: list[dict], repeat: int) -> None:
               " iterations run: " + ", ".join(f"{r['family']} on {r['dataset']}: {r['epochs']}" for r in rows
                                                 if r["family"].startswith("logistic")) + ". `hessian_fraction=0.1` takes the"
               " curvature (Hessian-vector products and preconditioner) from every 10th example; the gradient stays exact."]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "classic.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {RESULTS / 'classic.md'}")
+    tables.write("classic.md", lines)
 
 
 if __name__ == "__main__":

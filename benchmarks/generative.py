@@ -25,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import tables  # benchmarks/tables.py: the script's directory is on sys.path
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 sys.path.insert(0, str(ROOT / "tests"))
 DATA = ["dataset=fashion_mnist", f"dataset.path={FASHION}", "trainer.progress=false"]
@@ -174,10 +175,7 @@ def write(rbm: dict, stacks: list[dict]) -> None:
         for r in stacks:
             lines.append(f"| {r['model']} | {r['init']} | {r['pretrain_epochs']} | {r['epochs']} | {r['accuracy']:.4f} |"
                          f" {r['pretrain_s']:.0f} | {r['train_s']:.0f} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "generative.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {RESULTS / 'generative.md'}")
+    tables.write("generative.md", lines)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import tables  # benchmarks/tables.py: the script's directory is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 EPOCHS = 5
@@ -159,9 +160,7 @@ def main() -> None:
                      f"{statistics.median(ratios):.3f}x | {', '.join(f'{q:.2f}' for q in ratios)} | {d['steps_per_s'] / base:.2f}x |")
     lines += ["", "dlx runs with its default loggers (TensorBoard + MLflow), checkpoints and early-stopping "
               "bookkeeping; plain Keras runs bare `model.fit` on numpy arrays.", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "overhead.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    tables.write("overhead.md", lines)
 
 
 if __name__ == "__main__":

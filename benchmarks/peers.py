@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import tables  # benchmarks/tables.py: the script's directory is on sys.path
+
 HERE = Path(__file__).resolve().parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 BATCH, EPOCHS = 128, 6
@@ -158,9 +160,7 @@ def main() -> None:
             verdicts.append(f"{arch}: dlx {dlx_ratio:.3f}x Keras ({'met' if dlx_ratio >= 0.98 else 'missed'}), "
                             f"{'faster' if dlx_ratio > lightning else 'not faster'} than Lightning ({lightning:.3f}x)")
     lines += ["", "Targets: dlx >= 0.98x plain Keras and faster than Lightning. " + "; ".join(verdicts) + "."]
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "peers.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    tables.write("peers.md", lines)
 
 
 if __name__ == "__main__":

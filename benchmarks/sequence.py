@@ -29,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import tables  # benchmarks/tables.py: the script's directory is on sys.path
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 sys.path.insert(0, str(ROOT / "tests"))
@@ -215,10 +216,7 @@ def write(rounds, rows: dict, args) -> None:
         "|---:|---:|---:|---:|",
         f"| {rows['accuracy']:.4f} | {rows['epochs']} | {rows['best_epoch']} | {rows['train_s']:.0f} |",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sequence.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {RESULTS / 'sequence.md'}")
+    tables.write("sequence.md", lines)
 
 
 if __name__ == "__main__":

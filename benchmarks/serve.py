@@ -19,8 +19,9 @@ import threading
 import time
 from pathlib import Path
 
+import tables  # benchmarks/tables.py: the script's directory is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "tests"))
 
 
@@ -109,9 +110,7 @@ def main() -> None:
     single, batched = rows.values()
     lines += ["", f"Batching {args.batch} examples per request gives {batched['eps'] / single['eps']:.1f}x the examples/s of "
               "one example per request."]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    tables.write("serve.md", lines)
 
 
 if __name__ == "__main__":

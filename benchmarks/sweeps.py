@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+import tables  # benchmarks/tables.py: the script's directory is on sys.path
+
 DLX = str(Path(sys.executable).with_name("dlx"))
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -123,9 +123,7 @@ def main() -> None:
               "thread stalled the training steps when every core was busy.", "",
               "Per round (wall s): " + "; ".join(f"{w} / {n} " + ", ".join(f"{x['wall']:.1f}" for x in rs)
                                                   for (w, n), rs in results.items()) + "."]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sweeps.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    tables.write("sweeps.md", lines)
 
 
 if __name__ == "__main__":
