@@ -121,9 +121,10 @@ def main() -> None:
               "launcher's `fit` already uses more than one core (Fashion-MNIST's larger matrices). The second is what "
               "it costs: each joblib worker is a new process that imports TensorFlow, Keras and MLflow (dlx's launcher "
               "starts the workers while the launching process still prepares the sweep), a fixed cost that short jobs "
-              "cannot amortise. Two jobs training at once on one thread each fit about as fast as one alone (compare "
-              "the sums of fit time): dlx's input pipelines run without tf.data's autotuner, whose background "
-              "thread stalled the training steps when every core was busy.", "",
+              "cannot amortise. Two jobs training at once on one thread each fit nearly as fast as one alone: dlx's "
+              "input pipelines run without tf.data's autotuner, whose background thread stalled the training steps "
+              "when every core was busy. How much slower they still are moves with the machine's state (compare the "
+              "sums of fit time).", "",
               "Per round (wall s): " + "; ".join(f"{w} / {n} " + ", ".join(f"{x['wall']:.1f}" for x in rs)
                                                   for (w, n), rs in results.items()) + "."]
     tables.write("sweeps.md", lines)
