@@ -183,7 +183,8 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
             result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning,
                               resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id})
         model.save(run_dir / "model.keras")
-        test = model.evaluate(loop.in_order(data.test.x, data.test.y, c.trainer.batch_size), return_dict=True, verbose=0)
+        test_batches = loop.in_order(data.test.x, data.test.y, c.trainer.batch_size)  # also the figures' predictions
+        test = model.evaluate(test_batches, return_dict=True, verbose=0)
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
         if hasattr(family, "scores"):  # what model.evaluate cannot compute (BLEU of decoded captions)
             metrics |= family.scores(model, data, cfg)
@@ -207,7 +208,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
-        for name, png in figures(family, model, data, result, plot_dir, c.trainer.batch_size).items():
+        for name, png in figures(family, model, data, result, plot_dir, test_batches).items():
             tracker.log_image(name, png, step=result.epochs_run)
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
                      run_dir / config.PRETRAINED_FILE, plot_dir]
@@ -230,17 +231,16 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
     return metrics, {"model": model, "data": data, "history": result.history, "fit": result, "tracker": tracker}
 
 
-def figures(family, model, data, result, plot_dir: Path, batch_size: int) -> dict[str, Path]:
+def figures(family, model, data, result, plot_dir: Path, test_batches) -> dict[str, Path]:
     """Learning curves, and by task: confusion matrix, decision boundary (2-D inputs), fit plot,
     or what an unsupervised family draws (filters, reconstructions). Returns the figures worth
-    logging as images."""
+    logging as images. `test_batches`: the test split as it was evaluated (`loop.in_order`)."""
     from dlx import plots
-    from dlx.training import loop
 
     plots.learning_curves(result.history, plot_dir / "learning_curves.png")
     if hasattr(family, "figures"):  # unsupervised and sequence families draw their own
         return family.figures(model, data, plot_dir)
-    out = model.predict(loop.in_order(data.test.x, data.test.y, batch_size), verbose=0)
+    out = model.predict(test_batches, verbose=0)
     spec = data.spec
     if spec.task == "regression":
         return {"fit": plots.regression_fit(data.test.x, data.test.y, out, spec, plot_dir / "fit.png")}
