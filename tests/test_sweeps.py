@@ -505,6 +505,39 @@ def test_later_in_process_jobs_still_free_the_earlier_jobs_models():
         gc.enable()
 
 
+def test_start_up_collects_garbage_less_often_until_the_training_starts(tmp_path, monkeypatch):
+    """`dlx` raises the collector's thresholds while TensorFlow, Keras and MLflow load (they cost
+    1.5 s of ~4.9 s of CPU here with the defaults); a job brings the process's own back before
+    it trains, and so do later calls of nothing at all."""
+    import gc
+
+    from conftest import tiny_cfg
+    from dlx import startup
+    from dlx.commands.train import train
+    from dlx.training import loop
+
+    own = gc.get_threshold()
+    startup.end()  # nothing begun: nothing changes
+    assert gc.get_threshold() == own
+    seen = []
+    real_fit = loop.fit
+
+    def fit(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "fit", fit)
+    startup.begin()
+    try:
+        startup.begin()  # a second begin keeps the thresholds to restore
+        assert gc.get_threshold() == startup.STARTUP_THRESHOLDS != own
+        train(tiny_cfg("trainer.epochs=1"), tmp_path / "run")
+    finally:
+        startup.end()
+    assert seen == [own]
+    assert gc.get_threshold() == own
+
+
 def test_threads_option_is_used_and_checked(dlx, workdir):
     dlx("train", *TINY, "trainer.epochs=1", "logger=none", "trainer.threads=1", "hydra.run.dir=r", check=True)
     assert metrics(workdir / "r")["test_accuracy"] > 0.3

@@ -46,4 +46,7 @@ def main(cfg: DictConfig) -> None:
     app = create_app(source, settings)
     log.info("serving %s (version %s) on http://%s:%d/ (auth %s)", source, app.state.current.served.version,
              settings["host"], settings["port"], settings["auth"])
+    from dlx import startup
+
+    startup.end()  # a long-lived process: the usual garbage collection from here on
     uvicorn.run(app, host=settings["host"], port=settings["port"], log_level="warning")

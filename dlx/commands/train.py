@@ -168,8 +168,10 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
             jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
         )
     data.spec.save(run_dir / "data_spec.json")
+    from dlx import startup
     from dlx.errors import Preempted
 
+    startup.end()  # everything the training needs is imported
     try:
         pretrain_seconds = None
         if getattr(model, "pretraining", None) is not None:

@@ -20,6 +20,9 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     from dlx.serve.jobs import Jobs
 
+    from dlx import startup
+
+    startup.end()  # a long-lived process: the usual garbage collection from here on
     jobs = Jobs(args.state_dir)
     consumer = jobs.huey.create_consumer(workers=args.workers, periodic=False)
     consumer.run()  # until SIGINT/SIGTERM; huey finishes the running job first on SIGINT

@@ -38,15 +38,21 @@ WARM_TENSORFLOW = ("tensorflow", "keras", "dlx.models", "dlx.training.device", "
 def warm_worker(tensorflow: bool, launcher_pid: int) -> int:
     """Import what a job will need, in a worker process, before its first job arrives. TensorFlow is
     left out when GPUs are visible: a job can pin its GPU only before TensorFlow starts."""
+    from dlx import startup
+
+    worker = os.getpid() != launcher_pid  # joblib may run tasks in the launching process
+    if worker:
+        startup.begin()  # fewer collections during the imports
     for name in WARM_MODULES + (WARM_TENSORFLOW if tensorflow else ()):
         importlib.import_module(name)
     from dlx import plots
 
     plots.pyplot()
-    if os.getpid() != launcher_pid:  # never in the launching process (joblib may run tasks there)
+    if worker:
         # the imports live as long as the worker: keep them out of every later garbage collection
         # (loky collects after tasks; Keras at each job's start)
         gc.freeze()
+        startup.end()
         atexit.register(exit_quickly)  # registered last, so it runs first
     return os.getpid()
 
@@ -153,4 +159,7 @@ class JoblibLauncher(PluginJoblibLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         WARMUP.wait()
+        from dlx import startup
+
+        startup.end()  # the launching process's start-up: the sweep is prepared, its jobs start
         return super().launch(job_overrides, initial_job_idx)

@@ -1,0 +1,39 @@
+"""A dlx process's start-up: fewer garbage collections while the heavy modules load.
+
+Importing TensorFlow, Keras and MLflow makes ~600k objects that live as long as the process.
+With Python's default thresholds the collector keeps rescanning the growing heap meanwhile: 1.5 s
+of the ~4.9 s of CPU those imports take here (3.4 s with the collector off); a short `dlx train`
+spent 1.2 s in 1,700 collections, 0.5 s in 190 with these start-up thresholds. `begin` (the `dlx` console script) makes young
+collections rarer; `end` brings back the thresholds the process had once a job has imported what
+it needs and starts training, a sweep launches its jobs, or a server starts serving. Commands that
+only run a model (eval, predict, sample) keep the start-up thresholds to their end. Cyclic garbage
+is still collected in between, only later. (What the imports made is also frozen, out of every
+later collection: see `device.seed_everything`.)
+"""
+
+from __future__ import annotations
+
+import gc
+
+# gen-0 collections every 100k allocations (default 700); measured on the imports above:
+# 3.6 s of CPU, against 4.9 s with the defaults and 3.4 s with no collection at all
+STARTUP_THRESHOLDS = (100_000, 50, 100)
+
+_saved: tuple[int, ...] | None = None  # the thresholds `begin` replaced
+
+
+def begin() -> None:
+    """Start-up starts: rarer collections until `end`."""
+    global _saved
+    if _saved is None:
+        _saved = gc.get_threshold()
+        gc.set_threshold(*STARTUP_THRESHOLDS)
+
+
+def end() -> None:
+    """Start-up is over: the usual collections from here on. Only the first call after `begin`
+    does anything."""
+    global _saved
+    if _saved is not None:
+        gc.set_threshold(*_saved)
+        _saved = None
