@@ -2,7 +2,7 @@
 joblib launcher with 2 worker processes, measured one after the other in the same run, on three
 workloads: very short jobs (digits, ~1.5 s of work each), ordinary ones (full Fashion-MNIST,
 ~3 s each) and longer ones (the same at 20 epochs). A parallel worker is a new
-process that imports TensorFlow, Keras and MLflow before its first job (~4.5 s of CPU here),
+process that imports TensorFlow, Keras and MLflow before its first job (~3.5 s of CPU here),
 which short jobs cannot amortise; dlx's joblib launcher starts the workers while the launching
 process still composes the jobs and makes the MLflow parent run.
 
@@ -121,7 +121,8 @@ def main() -> None:
               "launcher's `fit` already uses more than one core (Fashion-MNIST's larger matrices). The second is what "
               "it costs: each joblib worker is a new process that imports TensorFlow, Keras and MLflow (dlx's launcher "
               "starts the workers while the launching process still prepares the sweep), a fixed cost that short jobs "
-              "cannot amortise. Two jobs training at once on one thread each fit nearly as fast as one alone: dlx's "
+              "cannot amortise: where even the all-cores-busy figure is below the target, no packing of that CPU time "
+              "reaches it. Two jobs training at once on one thread each fit nearly as fast as one alone: dlx's "
               "input pipelines run without tf.data's autotuner, whose background thread stalled the training steps "
               "when every core was busy. How much slower they still are moves with the machine's state (compare the "
               "sums of fit time).", "",
