@@ -3,12 +3,14 @@
 Importing TensorFlow, Keras and MLflow makes ~600k objects that live as long as the process.
 With Python's default thresholds the collector keeps rescanning the growing heap meanwhile: 1.5 s
 of the ~4.9 s of CPU those imports take here (3.4 s with the collector off); a short `dlx train`
-spent 1.2 s in 1,700 collections, 0.5 s in 190 with these start-up thresholds. `begin` (the `dlx` console script) makes young
-collections rarer; `end` brings back the thresholds the process had once a job has imported what
-it needs and starts training, a sweep launches its jobs, or a server starts serving. Commands that
-only run a model (eval, predict, sample) keep the start-up thresholds to their end. Cyclic garbage
-is still collected in between, only later. (What the imports made is also frozen, out of every
-later collection: see `device.seed_everything`.)
+spent 1.2 s in 1,700 collections, and 0.5 s in 190 with the start-up thresholds below.
+
+`begin` (the `dlx` console script, a joblib worker's warm-up) makes young collections rarer; `end`
+brings back the thresholds the process had, once a job has imported what it needs and starts
+training, a sweep launches its jobs, or a server starts serving. Commands that only run a model
+(eval, predict, sample, promote) keep the start-up thresholds to their end. Cyclic garbage is
+still collected in between, only later. (What the imports made is also frozen, out of every later
+collection: see `device.seed_everything`.)
 """
 
 from __future__ import annotations

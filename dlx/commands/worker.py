@@ -18,9 +18,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=1, help="jobs run at once")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    from dlx.serve.jobs import Jobs
-
     from dlx import startup
+    from dlx.serve.jobs import Jobs
 
     startup.end()  # a long-lived process: the usual garbage collection from here on
     jobs = Jobs(args.state_dir)
