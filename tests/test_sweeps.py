@@ -508,7 +508,7 @@ def test_later_in_process_jobs_still_free_the_earlier_jobs_models():
 def test_start_up_collects_garbage_less_often_until_the_training_starts(tmp_path, monkeypatch):
     """`dlx` raises the collector's thresholds while TensorFlow, Keras and MLflow load (they cost
     1.5 s of ~4.9 s of CPU here with the defaults); a job brings the process's own back before
-    it trains, and so do later calls of nothing at all."""
+    it trains, and `end` with nothing begun changes nothing."""
     import gc
 
     from conftest import tiny_cfg

@@ -43,7 +43,7 @@ class EpochBatches(keras.callbacks.Callback):
     process has run, so a run resumed at epoch k would see other batches than the run that was
     never stopped. Here the epoch number lives in a variable that this callback sets at each
     epoch's start, before Keras opens the epoch's iterator. Unshuffled, the same pipeline feeds
-    the validation split, in order.
+    the validation and test splits, in order (`in_order`).
     """
 
     def __init__(self, x, y, batch_size: int, seed: int, shuffle: bool):
