@@ -55,7 +55,7 @@ def run_row(family: str, dataset: list[str], overrides: list[str], repeat: int, 
     from dlx.commands.train import train
 
     if "regularization.l2=sklearn" in overrides:  # l2 = 1 / (2 n): the objective of scikit-learn's default C = 1
-        from dlx.commands.train import ns
+        from dlx.config import ns
         from dlx.data import datasets
 
         n = len(datasets.load(ns(tiny_cfg(*dataset)["dataset"])).train)

@@ -73,7 +73,8 @@ def worker_dlx(name: str, path: str, spe: int, jit: str) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import compose
 
-    from dlx.commands.train import plain, train
+    from dlx.commands.train import train
+    from dlx.config import plain
     from dlx.training.optim import steps_per_epoch
 
     work = Path(tempfile.mkdtemp())

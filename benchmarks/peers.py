@@ -36,7 +36,8 @@ def run_dlx(arch: str) -> dict:
     sys.path.insert(0, str(HERE.parent / "tests"))
     from conftest import compose
 
-    from dlx.commands.train import plain, train
+    from dlx.commands.train import train
+    from dlx.config import plain
 
     work = Path(tempfile.mkdtemp())
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"

@@ -10,7 +10,6 @@ import gc
 import importlib
 import os
 import sys
-from pathlib import Path
 
 # command -> one-line description; hydra commands compose conf/<command>.yaml
 HYDRA_COMMANDS = {
@@ -31,7 +30,7 @@ OTHER_COMMANDS = {
 
 
 def _groups() -> dict[str, list[str]]:
-    from dlx.config import conf_dir, experiments_dir
+    from dlx.schemas import conf_dir, experiments_dir
 
     root = conf_dir()
     groups = {
@@ -100,58 +99,22 @@ def quote_paths(args: list[str]) -> list[str]:
     return out
 
 
-def resume_args(args: list[str]) -> list[str]:
-    """`dlx train resume=DIR [overrides]`: the run's own overrides, then the given ones, with its
-    directory as the run directory. The composed config must equal the one the run was started
-    with (a resumed run keeps its config); checked here, before anything is written."""
-    import yaml
-    from hydra import compose, initialize_config_dir
-
-    from dlx import config
-    from dlx.commands.train import plain
-    from dlx.errors import DlxError
-    from dlx.tracking import flatten
-
-    value = next(a.split("=", 1)[1] for a in args if a.startswith("resume="))
-    if value[:1] == "'" and value[-1:] == "'":  # quoted by quote_paths
-        value = value[1:-1].replace("\\'", "'")
-    if value.lower() in ("true", "false", "null", ""):
-        raise DlxError(f"resume={value}: resume=true is for re-running a sweep (-m); to continue one run give its directory: resume=DIR")
-    run = Path(value).expanduser()
-    saved_file = run / ".hydra" / "config.yaml"
-    if not saved_file.is_file():
-        raise DlxError(f"resume={value}: not a dlx train run directory (no .hydra/config.yaml)")
-    saved = yaml.safe_load(saved_file.read_text()) or {}
-    if "trainer" not in saved:
-        raise DlxError(f"resume={value}: not a dlx train run directory (its config has no trainer)")
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    before = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    before = [o for o in before or [] if not o.startswith("resume=")]
-    task = before + [a for a in args if not a.startswith(("hydra.", "hydra/", "-")) and a not in before]
-    with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
-        composed = plain(compose(config_name="train", overrides=task))
-    now, then = flatten(composed), flatten(saved)
-    changed = [k for k in sorted(set(now) | set(then)) if k != "resume" and now.get(k) != then.get(k)]
-    if changed:
-        k = changed[0]
-        raise DlxError(f"resume={value}: the config differs from the run's at {k} ({then.get(k)!r} -> {now.get(k)!r}); "
-                       "a resumed run keeps the config it was started with")
-    return quote_paths(task + [f"hydra.run.dir={run}"]) + [a for a in args if a.startswith(("hydra.", "hydra/", "-"))]
-
-
 def run_hydra(command: str, args: list[str]) -> int:
     import hydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlx import config
+    from dlx import schemas
     from dlx.errors import DlxError, Preempted
 
-    config.register()
+    schemas.register()
     args = quote_paths(args)
     if command == "train" and any(a.startswith("resume=") for a in args) and not any(a in MULTIRUN_FLAGS for a in args):
         try:
-            args = resume_args(args)
+            from dlx.commands.train import resume_overrides
+
+            task, passthrough = resume_overrides(args)
+            args = quote_paths(task) + passthrough
         except DlxError as exc:
             return _error(command, str(exc))
         except (HydraException, OmegaConfBaseException) as exc:
@@ -162,7 +125,7 @@ def run_hydra(command: str, args: list[str]) -> int:
 
     failures: list[str] = []
 
-    @hydra.main(version_base="1.3", config_path=str(config.conf_dir()), config_name=command)
+    @hydra.main(version_base="1.3", config_path=str(schemas.conf_dir()), config_name=command)
     def task(cfg):  # type: ignore[no-untyped-def]
         module = importlib.import_module(f"dlx.commands.{command}")
         try:

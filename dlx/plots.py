@@ -140,3 +140,30 @@ def tiles(vectors: np.ndarray, shape: tuple[int, int], cols: int | None = None, 
 def picture_shape(input_shape) -> tuple[int, int]:
     """How one input is drawn: an image as itself, a feature vector as a one-pixel-high strip."""
     return (int(input_shape[0]), int(input_shape[1])) if len(input_shape) >= 2 else (1, int(np.prod(input_shape)))
+
+
+def run_figures(family, model, data, result, plot_dir: Path, test_batches) -> dict[str, Path]:
+    """Learning curves, and by task: confusion matrix, decision boundary (2-D inputs), fit plot,
+    or what an unsupervised family draws (filters, reconstructions). Returns the figures worth
+    logging as images. `test_batches`: the test split as it was evaluated (`loop.in_order`)."""
+    learning_curves(result.history, plot_dir / "learning_curves.png")
+    own = family.figures(model, data, plot_dir)  # unsupervised and sequence families draw their own
+    if own is not None:
+        return own
+    out = model.predict(test_batches, verbose=0)
+    spec = data.spec
+    if spec.task == "regression":
+        return {"fit": regression_fit(data.test.x, data.test.y, out, spec, plot_dir / "fit.png")}
+    cm = confusion(data.test.y, out.argmax(axis=1), spec.num_classes)
+    shown = {"confusion_matrix": confusion_matrix(cm, spec.class_names, plot_dir / "confusion_matrix.png")}
+    if spec.kind == "tabular" and spec.input_shape == (2,):
+        shown["decision_boundary"] = decision_boundary(model, data.test.x, data.test.y, spec, plot_dir / "decision_boundary.png")
+    return shown
+
+
+def confusion(y_true, y_pred, num_classes: int):
+    import numpy as np
+
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm

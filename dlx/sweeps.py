@@ -1,5 +1,5 @@
-"""What a sweep's jobs share: the MLflow parent run, the Optuna study, and the retry that lets
-several processes write to one SQLite store.
+"""What a sweep's jobs share: the MLflow parent run (its file and the retry on a locked store are
+in tracking.py) and the Optuna study.
 
 The parent run is made by a Hydra callback in the process that launches the sweep, before any
 job starts (so the store's tables exist before parallel jobs open it); its id is written to
@@ -10,32 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from dlx.tracking import PARENT_FILE, parent_run, retry_locked
+
 log = logging.getLogger(__name__)
 
-PARENT_FILE = "mlflow_parent.json"
 STUDY_FILE = "optuna.db"
-T = TypeVar("T")
-
-
-def retry_locked(fn: Callable[[], T], attempts: int = 30, what: str = "mlflow") -> T:
-    """Call `fn`, retrying while an SQLite store is locked by another process (random backoff)."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:  # mlflow wraps sqlalchemy's OperationalError in its own types
-            if "locked" not in str(exc).lower() or attempt == attempts - 1:
-                raise
-            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-            log.debug("%s store locked, retrying in %.2fs", what, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 class PrunedValue(float):
@@ -47,33 +31,7 @@ class PrunedValue(float):
         return (PrunedValue, (float(self),))
 
 
-def sweep_dir_of_job() -> Path | None:
-    """The sweep directory when running as a multirun job, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
-
-
-def job_number() -> int:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return int(HydraConfig.get().job.num)
-    except (ValueError, TypeError):
-        return 0
-
-
 # --------------------------------------------------------------------------- MLflow parent run
-def parent_run(sweep_dir: Path | None) -> dict | None:
-    path = sweep_dir / PARENT_FILE if sweep_dir is not None else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else None
-
-
 class SweepStart:
     """What this process's sweep made before its jobs: its directory (when new) and the MLflow
     parent run, for `abandon` to take back when the sweep stops on an error of its own."""
@@ -166,10 +124,10 @@ class MlflowSweepCallback(Callback):
 
 def summarize(sweep_dir: Path) -> dict:
     """Finished jobs of a sweep and the best value of their target metric."""
-    from dlx.commands import runs
     from dlx.config import higher_is_better
+    from dlx.rundir import collect
 
-    rows = runs.collect(sweep_dir)
+    rows = collect(sweep_dir)
     done = [r for r in rows if r.status == "finished" and r.value is not None]
     if not rows:
         return {}

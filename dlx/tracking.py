@@ -7,16 +7,63 @@ per-epoch metrics through mlflow's Keras callback, final test metrics and the ru
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from dlx.errors import DlxError
+
+PARENT_FILE = "mlflow_parent.json"  # <sweep dir>/: the sweep's MLflow parent run, for every job
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "outputs/mlflow.db"
+
+
+
+def retry_locked(fn: Callable[[], T], attempts: int = 30, what: str = "mlflow") -> T:
+    """Call `fn`, retrying while an SQLite store is locked by another process (random backoff)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # mlflow wraps sqlalchemy's OperationalError in its own types
+            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.debug("%s store locked, retrying in %.2fs", what, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def sweep_dir_of_job() -> Path | None:
+    """The sweep directory when running as a multirun job, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def job_number() -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return int(HydraConfig.get().job.num)
+    except (ValueError, TypeError):
+        return 0
+
+
+def parent_run(sweep_dir: Path | None) -> dict | None:
+    path = sweep_dir / PARENT_FILE if sweep_dir is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -59,8 +106,6 @@ def experiment_id(uri: str, name: str) -> str:
     """The MLflow experiment `name` in store `uri`, created if needed. With an SQLite store its
     artifacts go next to the database instead of ./mlruns of whichever directory."""
     from mlflow.tracking import MlflowClient
-
-    from dlx.sweeps import retry_locked
 
     store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
     if store is not None:
@@ -121,36 +166,32 @@ class Tracker:
     def _start_mlflow(self, cfg: dict, run_name: str, resume_run_id: str | None) -> None:
         import mlflow
 
-        from dlx import sweeps
-
         self.uri = tracking_uri(self.mlflow_cfg["tracking_uri"])
         mlflow.set_tracking_uri(self.uri)
         exp = experiment_id(self.uri, self.mlflow_cfg["experiment"])
         if resume_run_id is not None:  # a resumed run goes on in its own MLflow run
-            run = sweeps.retry_locked(lambda: mlflow.start_run(run_id=resume_run_id))
+            run = retry_locked(lambda: mlflow.start_run(run_id=resume_run_id))
             self.run_id = run.info.run_id
             return
         tags = {k: str(v) for k, v in cfg.get("tags", {}).items()} | {"dlx.run_dir": str(self.run_dir.resolve())}
-        sweep_dir = sweeps.sweep_dir_of_job()
-        parent = sweeps.parent_run(sweep_dir)
+        sweep_dir = sweep_dir_of_job()
+        parent = parent_run(sweep_dir)
         if sweep_dir is not None:
-            tags |= {"dlx.sweep_id": sweep_dir.name, "dlx.job_num": str(sweeps.job_number())}
+            tags |= {"dlx.sweep_id": sweep_dir.name, "dlx.job_num": str(job_number())}
             if cfg.get("sweep") and cfg["sweep"].get("trial") is not None:
                 tags["dlx.trial"] = str(cfg["sweep"]["trial"])
         if parent is not None and parent["tracking_uri"] == self.uri:
             tags["mlflow.parentRunId"] = parent["run_id"]
-        run = sweeps.retry_locked(lambda: mlflow.start_run(run_name=run_name, tags=tags, experiment_id=exp))
+        run = retry_locked(lambda: mlflow.start_run(run_name=run_name, tags=tags, experiment_id=exp))
         self.run_id = run.info.run_id
         params = {k: str(v) for k, v in flatten(cfg).items()}
-        sweeps.retry_locked(lambda: mlflow.log_params(params))
+        retry_locked(lambda: mlflow.log_params(params))
 
     # ------------------------------------------------------------------ callbacks
     def callbacks(self) -> list:
-        from dlx.training.loop import EpochTensorBoard
-
         cbs: list = []
         if self.tb_dir is not None:
-            cbs.append(EpochTensorBoard(log_dir=str(self.tb_dir), write_graph=True))
+            cbs.append(_epoch_tensorboard(str(self.tb_dir)))
         if self.run_id is not None:
             cbs.append(_retrying_mlflow_callback())
         # Both log per epoch and their per-batch hooks do nothing; marked async-safe, they do not
@@ -174,8 +215,6 @@ class Tracker:
         if self.run_id is not None:
             import mlflow
 
-            from dlx.sweeps import retry_locked
-
             retry_locked(lambda: mlflow.log_metrics(values, step=step))
 
     # ------------------------------------------------------------------ end of run
@@ -191,8 +230,6 @@ class Tracker:
         if self.run_id is None:
             return
         import mlflow
-
-        from dlx.sweeps import retry_locked
 
         retry_locked(lambda: mlflow.log_metrics(numbers))
         if pruned:
@@ -240,11 +277,51 @@ class Tracker:
         return lines
 
 
+def _epoch_tensorboard(log_dir: str):
+    import keras
+    import tensorflow as tf
+
+    class EpochTensorBoard(keras.callbacks.TensorBoard):
+        """Keras' TensorBoard callback, per epoch only, plus the model's op graph.
+
+        With update_freq='epoch' Keras' `on_train_batch_end` still calls `tf.summary.scalar` for
+        every value of every batch (recording nothing), and those eager calls slow small models
+        (benchmarks/results/overhead.md): dropped. Keras' own train-graph export finds no graph
+        on Keras 3's train function; the forward pass's graph is written instead.
+        """
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            self._should_write_train_graph = False
+            if self.write_graph:
+                self._write_forward_graph()
+
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+        def _write_forward_graph(self) -> None:
+            try:
+                specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype) for x in self.model.inputs]
+            except (AttributeError, ValueError):  # a subclassed model without symbolic inputs
+                return
+            # model.inputs is the flattened input structure (a dict for named multi-input models)
+            struct = getattr(self.model, "_inputs_struct", None)
+
+            def forward(*xs):
+                if struct is not None:
+                    return self.model(keras.tree.pack_sequence_as(struct, list(xs)), training=False)
+                return self.model(xs[0] if len(xs) == 1 else list(xs), training=False)
+
+            forward = tf.function(forward)
+            with self._train_writer.as_default():
+                tf.summary.graph(forward.get_concrete_function(*specs).graph)
+
+    return EpochTensorBoard(log_dir=log_dir, write_graph=True)
+
+
 def _retrying_mlflow_callback():
     import mlflow
     from mlflow.keras import MlflowCallback
-
-    from dlx.sweeps import retry_locked
 
     class RetryingMlflowCallback(MlflowCallback):
         """mlflow's Keras callback (optimizer params and the model summary at the start), with each

@@ -29,15 +29,15 @@ def compose(overrides: list[str] | None = None, name: str = "train"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from dlx import config
+    from dlx import schemas
 
-    config.register()
-    with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
+    schemas.register()
+    with initialize_config_dir(config_dir=str(schemas.conf_dir()), version_base="1.3"):
         return hydra_compose(config_name=name, overrides=overrides or [])
 
 
 def tiny_cfg(*overrides: str, logger: str = "none") -> dict:
-    from dlx.commands.train import plain
+    from dlx.config import plain
 
     return plain(compose([*TINY, f"logger={logger}", *overrides]))
 

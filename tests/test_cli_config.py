@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from conftest import compose
-from dlx.commands.train import plain
+from dlx.config import plain
 
 
 def test_help_lists_commands_and_groups_without_heavy_imports():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_DIR
-from dlx.commands.train import ns
+from dlx.config import ns
 from dlx.data import datasets
 from dlx.errors import DataError, DlxError
 

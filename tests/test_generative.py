@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import tiny_cfg
+from helpers import build_and_compile
 
 from dlx.commands.train import train
 
@@ -126,20 +127,17 @@ def test_pcd_keeps_persistent_chains_across_batches():
     np.testing.assert_allclose(rbm.c.numpy(), c, atol=1e-5)
 
 
-def build_and_compile(cfg):
+def built_and_compiled(cfg):
     import keras
 
-    from dlx import models
-    from dlx.commands.train import ns
+    from dlx.config import ns
     from dlx.data import datasets
-
     from dlx.training import device
 
     c = ns(cfg)
     data = datasets.load(c.dataset)
     device.seed_everything(c.trainer.seed)  # as `dlx train` does: the same initial weights and samples every run
-    model = models.build(c.model, c.regularization, data.spec, c.optimizer, c.trainer)
-    models.compile(model, data.spec, keras.optimizers.SGD(c.optimizer.lr))
+    model = build_and_compile(c, data.spec, keras.optimizers.SGD(c.optimizer.lr))
     return model, data
 
 
@@ -160,7 +158,7 @@ def test_free_energy_of_training_data_falls(tmp_path, bias_init, gap_fall, pl_ri
     cfg = tiny_cfg("model=rbm", "dataset=digits", "model.hidden=64", "trainer.batch_size=20", "trainer.epochs=5",
                    "optimizer=sgd", "optimizer.lr=0.1", "trainer.early_stopping.enabled=false",
                    f"model.visible_bias_init={bias_init}")
-    model, data = build_and_compile(cfg)
+    model, data = built_and_compiled(cfg)
     x = tf.constant(data.train.x.reshape(len(data.train), -1))
     noise = tf.constant(np.random.default_rng(0).random(x.shape), tf.float32)
     flips = tf.constant(np.arange(len(x)) % x.shape[1], tf.int32)  # the same flipped bits before and after
@@ -191,7 +189,7 @@ def test_fine_tuning_starts_from_the_pretrained_weights(tmp_path, family):
     from dlx.training import loop
 
     cfg = tiny_cfg(*family)
-    model, data = build_and_compile(cfg)
+    model, data = built_and_compiled(cfg)
     run = tmp_path / "run"
     run.mkdir()
     before = model.get_layer("hidden1").kernel.numpy().copy()
@@ -318,7 +316,7 @@ def test_sampling_a_classifier_or_mismatched_pretrained_layers_fail_clearly(dlx,
     proc = dlx("sample", "run=mlp")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("dlx sample: error: run=mlp: model=mlp does not generate samples; dlx sample works on runs "
-                                   "of model=autoencoder, rbm, dbn, char_rnn, captioning (ae, dae and sparse_ae are autoencoders)")
+                                   "of model=autoencoder, captioning, char_rnn, dbn, rbm (ae, dae and sparse_ae are autoencoders)")
     assert not (workdir / "mlp" / "samples").exists()
 
     dlx("train", "model=dbn", "dataset=digits", "model.hidden=[32,16]", "model.pretrain.epochs=1", "trainer.epochs=1",

@@ -9,7 +9,8 @@ import pytest
 from dlx.data.datasets import Data, DataSpec, Split
 from dlx.training import loop
 from dlx.training import state as state_file
-from dlx.training.loop import Checkpoints, EpochBatches, in_order
+from dlx.training.batches import EpochBatches, in_order
+from dlx.training.callbacks import Checkpoints
 
 
 def _model():
@@ -68,13 +69,13 @@ def _toy_data(seed: int) -> Data:
 def test_resume_state_of_the_last_epoch_is_on_disk_when_training_is_interrupted(tmp_path, monkeypatch):
     """The state is written in the background; an interrupt (a preemption) must still leave the
     last completed epoch's state whole, even when writing is slower than training."""
-    save = loop._save_groups
+    save = state_file.save_groups
 
     def slow_save(path, **groups):
         time.sleep(0.3)
         save(path, **groups)
 
-    monkeypatch.setattr(loop, "_save_groups", slow_save)
+    monkeypatch.setattr(state_file, "save_groups", slow_save)
     data = _toy_data(0)
 
     class Interrupt(keras.callbacks.Callback):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import build_model
 
 from conftest import tiny_cfg
-from dlx import models
-from dlx.commands.train import ns
+from dlx.config import ns
 from dlx.data.datasets import DataSpec
 from dlx.errors import DlxError
 
@@ -15,7 +15,7 @@ MNIST = DataSpec("mnist", (28, 28, 1), 10, [str(i) for i in range(10)], 255.0)
 
 def build(*overrides, spec=DIGITS):
     c = ns(tiny_cfg(*overrides))
-    return models.build(c.model, c.regularization, spec)
+    return build_model(c, spec)
 
 
 @pytest.mark.parametrize("model", ["softmax", "mlp", "cnn"])

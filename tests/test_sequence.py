@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, keras_npz, tiny_cfg, write_coco, write_text_folder
 
-from dlx.commands.train import ns, train
+from dlx.commands.train import train
+
+from dlx.config import ns
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

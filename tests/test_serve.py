@@ -375,7 +375,7 @@ def test_promotion_refuses_a_worse_model_and_the_server_follows_the_champion(dlx
 
 
 def test_dataset_extra_adds_the_collected_samples_to_training(api, run_dir):
-    from dlx.commands.train import ns
+    from dlx.config import ns
     from dlx.data import datasets
     from dlx.errors import DlxError
     from dlx.serve.client import multipart

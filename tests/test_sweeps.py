@@ -1,44 +1,17 @@
-"""Sweeps, launchers, resume and preemption, MLflow parent/child runs, HParams, `dlx runs`."""
+"""Sweeps and launchers (in-process, joblib, submitit, Ray, Optuna), MLflow parent/child runs, HParams, `dlx runs`."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from conftest import TINY
-
-# small, quick, and with dropout so that the random-generator state matters
-SMALL = ["trainer.epochs=3", "trainer.batch_size=64", "trainer.device=cpu", "regularization=dropout",
-         "regularization.dropout=0.2"]
-SCORES = ("test_accuracy", "test_loss", "best_val_loss", "epochs_run", "best_epoch")
-
-
-def metrics(path: Path) -> dict:
-    return json.loads((path / "metrics.json").read_text())
-
-
-def job_dirs(sweep: Path) -> dict[int, Path]:
-    return {int(p.name.split("_", 1)[0]): p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()}
-
-
-def dlx_exe() -> str:
-    return str(Path(sys.executable).with_name("dlx"))
-
-
-def wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from helpers import SCORES, SMALL, job_dirs, metrics, start, wait_for
 
 
 # --------------------------------------------------------------------------- multirun isolation
@@ -86,10 +59,10 @@ def test_joblib_sweep_of_four_jobs_gives_four_mlflow_children_of_one_parent(dlx,
 def joblib_launcher(**changes):
     from omegaconf import OmegaConf
 
-    from dlx import config
+    from dlx import schemas
     from hydra_plugins.dlx_joblib_launcher import JoblibLauncher
 
-    settings = OmegaConf.to_container(OmegaConf.load(config.conf_dir() / "hydra/launcher/joblib.yaml"))
+    settings = OmegaConf.to_container(OmegaConf.load(schemas.conf_dir() / "hydra/launcher/joblib.yaml"))
     assert settings.pop("_target_") == f"{JoblibLauncher.__module__}.JoblibLauncher"
     return JoblibLauncher(**settings | changes)
 
@@ -131,11 +104,11 @@ def test_the_first_sweep_callback_warms_joblib_workers_only(monkeypatch):
     Hydra sets the launcher up; other launchers' configs are left alone."""
     from hydra import compose, initialize_config_dir
 
-    from dlx import config
+    from dlx import schemas
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # warmed without TensorFlow, quicker here
-    config.register()
-    with initialize_config_dir(config_dir=str(config.conf_dir()), version_base="1.3"):
+    schemas.register()
+    with initialize_config_dir(config_dir=str(schemas.conf_dir()), version_base="1.3"):
         slurm = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
         joblib = compose(config_name="train", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
     assert list(joblib.hydra.callbacks)[0] == "warm_workers"
@@ -174,119 +147,6 @@ def test_ray_launcher_runs_a_two_job_sweep(dlx, workdir):
         "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep", check=True, timeout=600)
     jobs = job_dirs(workdir / "sweep")
     assert sorted(jobs) == [0, 1] and all((d / "metrics.json").is_file() for d in jobs.values())
-
-
-# --------------------------------------------------------------------------- resume
-def start(workdir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([dlx_exe(), *args], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=os.environ.copy(), start_new_session=True)
-
-
-def saved_epoch(run: Path) -> int:
-    state = run / "checkpoints/resume/state.json"
-    try:
-        return json.loads(state.read_text())["epoch"] if state.is_file() else 0
-    except (ValueError, KeyError):  # caught between write and rename: never, but be safe
-        return 0
-
-
-RESUMABLE = ["trainer.epochs=5", "trainer.batch_size=16", "trainer.steps_per_execution=1", "trainer.device=cpu",
-             "trainer.deterministic=true", "regularization=dropout", "trainer.early_stopping.patience=2"]
-
-
-@pytest.mark.slow
-def test_kill_9_mid_training_then_resume_equals_an_uninterrupted_run(dlx, workdir):
-    dlx("train", *RESUMABLE, "hydra.run.dir=full", check=True)
-    proc = start(workdir, "train", *RESUMABLE, "hydra.run.dir=killed")
-    wait_for(lambda: saved_epoch(workdir / "killed") >= 2 or proc.poll() is not None, what="two finished epochs")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL and not (workdir / "killed/metrics.json").exists()
-    resumed_at = saved_epoch(workdir / "killed")
-    run_id = json.loads((workdir / "killed/checkpoints/resume/state.json").read_text())["mlflow_run_id"]
-
-    dlx("train", "resume=killed", check=True)
-    full, resumed = metrics(workdir / "full"), metrics(workdir / "killed")
-    assert resumed["resumed_from_epoch"] == resumed_at >= 2
-    assert {k: full[k] for k in SCORES} == {k: resumed[k] for k in SCORES}
-    assert f"resuming from the end of epoch {resumed_at}" in (workdir / "killed/train.log").read_text()
-    # same MLflow run, finished, with every epoch's metric once
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(run_id, "val_loss")]
-    assert sorted(set(steps)) == list(range(full["epochs_run"]))
-    # TensorBoard went on counting epochs from where it stopped: one validation point per epoch
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(workdir / "killed/tb/validation"))
-    acc.Reload()
-    assert sorted({e.step for e in acc.Tensors("epoch_loss")}) == list(range(full["epochs_run"]))
-    assert not (workdir / "killed/checkpoints/resume").exists()  # a finished run keeps no resume state
-
-
-def test_resume_refuses_a_non_run_directory_and_a_changed_config(dlx, workdir):
-    (workdir / "empty").mkdir()
-    proc = dlx("train", "resume=empty")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "dlx train: error: resume=empty: not a dlx train run directory (no .hydra/config.yaml)")
-
-    run = workdir / "r"
-    (run / ".hydra").mkdir(parents=True)
-    from conftest import compose
-    from omegaconf import OmegaConf
-
-    OmegaConf.save(compose([*TINY, "logger=none"]), run / ".hydra/config.yaml")
-    (run / ".hydra/overrides.yaml").write_text("- trainer.epochs=2\n- trainer.batch_size=64\n- trainer.device=cpu\n- logger=none\n")
-    before = {p: p.read_bytes() for p in (run / ".hydra").iterdir()}
-    proc = dlx("train", "resume=r", "optimizer.lr=0.5")
-    assert proc.returncode == 2
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("dlx train: error: resume=r: the config differs from the run's at optimizer.lr"), line
-    assert {p: p.read_bytes() for p in (run / ".hydra").iterdir()} == before  # nothing rewritten
-
-    proc = dlx("train", "-m", "resume=r", "model=softmax,mlp")
-    assert proc.returncode == 2 and "in a sweep (-m) use resume=true" in proc.stderr
-
-
-@pytest.mark.slow
-def test_a_finished_run_is_not_resumed_and_a_sweep_resume_skips_finished_jobs(dlx, workdir):
-    dlx("train", "-m", *TINY, "trainer.epochs=1", "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep", check=True)
-    jobs = job_dirs(workdir / "sweep")
-    proc = dlx("train", f"resume={jobs[0]}")
-    assert proc.returncode == 2 and "that run finished (metrics.json exists); nothing to resume" in proc.stderr
-
-    (jobs[1] / "metrics.json").unlink()  # as if the sweep had been killed during job 1
-    model0 = (jobs[0] / "model.keras").stat().st_mtime_ns
-    dlx("train", "-m", *TINY, "trainer.epochs=1", "logger=none", "model=softmax,mlp", "hydra.sweep.dir=sweep",
-        "resume=true", check=True)
-    assert (jobs[0] / "model.keras").stat().st_mtime_ns == model0  # skipped
-    assert "finished before" in (jobs[0] / "train.log").read_text()
-    assert (jobs[1] / "metrics.json").is_file()  # trained again
-
-
-@pytest.mark.slow
-def test_sigusr1_stops_training_keeps_the_epoch_state_and_requeues_on_slurm(dlx, workdir, tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "scontrol.calls"
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
-    (bin_dir / "scontrol").chmod(0o755)
-    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
-    args = [*RESUMABLE, "trainer.epochs=50", "trainer.early_stopping.enabled=false", "logger=none", "hydra.run.dir=pre"]
-    proc = subprocess.Popen([dlx_exe(), "train", *args], cwd=workdir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    wait_for(lambda: saved_epoch(workdir / "pre") >= 1 or proc.poll() is not None, what="one finished epoch")
-    proc.send_signal(signal.SIGUSR1)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGUSR1, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("dlx train: stopped by signal 10; state saved at the end of epoch") and "resume=" in last
-    assert calls.read_text().split() == ["requeue", "4242"]
-    assert not (workdir / "pre/metrics.json").exists() and saved_epoch(workdir / "pre") >= 1
 
 
 # --------------------------------------------------------------------------- Optuna
@@ -434,129 +294,6 @@ def test_search_space_checks():
         with pytest.raises(DlxError) as err:
             distributions(bad)
         assert str(err.value).startswith(message), err.value
-
-
-# --------------------------------------------------------------------------- devices
-def test_gpu_per_job_from_job_number_and_visible_gpus(tmp_path, monkeypatch):
-    from dlx.training import device
-
-    assert device.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1,2"}) == ["0", "1", "2"]
-    assert device.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
-    assert [device.gpu_for_job(n, ["0", "1", "2"]) for n in range(5)] == ["0", "1", "2", "0", "1"]
-    assert device.gpu_for_job(3, []) is None
-
-    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    env = {"CUDA_VISIBLE_DEVICES": "4,5"}
-    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)  # as in a fresh worker process
-    assert device.pin_job_gpu(3, joblib, env) == "5" and env["CUDA_VISIBLE_DEVICES"] == "5"
-    assert device.pin_job_gpu(3, device.BASIC_LAUNCHER, {"CUDA_VISIBLE_DEVICES": "4,5"}) is None  # in-process jobs
-    slurm = {"CUDA_VISIBLE_DEVICES": "4,5", "SLURM_JOB_ID": "1"}
-    assert device.pin_job_gpu(3, joblib, slurm) is None and slurm["CUDA_VISIBLE_DEVICES"] == "4,5"
-
-    # no CUDA_VISIBLE_DEVICES: count the GPUs with nvidia-smi (faked here: a server with 2)
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\necho 'GPU 0: H100 (UUID: a)'\necho 'GPU 1: H100 (UUID: b)'\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    env = {}
-    assert device.visible_gpus(env) == ["0", "1"]
-    assert device.pin_job_gpu(5, joblib, env) == "1" and env == {"CUDA_VISIBLE_DEVICES": "1"}
-
-
-def test_parallel_jobs_share_the_cpu_cores():
-    from dlx.training import device
-
-    joblib = {"_target_": "hydra_plugins.dlx_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
-    assert device.threads_per_job(joblib, {}, cores=2) == 1
-    assert device.threads_per_job(joblib | {"n_jobs": 4}, {}, cores=16) == 4
-    assert device.threads_per_job(joblib | {"n_jobs": 8}, {}, cores=2) == 1  # never 0
-    assert device.threads_per_job(joblib | {"n_jobs": -1}, {}, cores=8) == 1  # joblib's -1: one job per core
-    assert device.threads_per_job(joblib | {"n_jobs": 1}, {}, cores=8) is None  # one job at a time: TF's default
-    assert device.threads_per_job(joblib, {"SLURM_JOB_ID": "7"}, cores=8) is None  # Slurm's cpus_per_task decide
-    assert device.threads_per_job({"_target_": device.BASIC_LAUNCHER}, {}, cores=8) is None
-    assert device.threads_per_job({"_target_": "x.SubmititLocalLauncher", "timeout_min": 60}, {}, cores=8) is None
-
-
-def test_later_in_process_jobs_still_free_the_earlier_jobs_models():
-    """The first job in a process keeps what exists then (the imports) out of garbage collection,
-    which made each later job's start ~0.4 s quicker; what jobs make (a model's reference cycles)
-    must still be freed when the next job starts."""
-    import gc
-    import weakref
-
-    from dlx.training import device
-
-    device.seed_everything(0)
-    assert gc.get_freeze_count() > 0
-
-    class Layer:
-        pass
-
-    gc.disable()  # no automatic collection in between: only the next job's start may free it
-    try:
-        a, b = Layer(), Layer()
-        a.peer, b.peer = b, a
-        ref = weakref.ref(a)
-        del a, b
-        assert ref() is not None
-        device.seed_everything(0)
-        assert ref() is None
-    finally:
-        gc.enable()
-
-
-def test_start_up_collects_garbage_less_often_until_the_training_starts(tmp_path, monkeypatch):
-    """`dlx` raises the collector's thresholds while TensorFlow, Keras and MLflow load (they cost
-    1.5 s of ~4.9 s of CPU here with the defaults); a job brings the process's own back before
-    it trains, and `end` with nothing begun changes nothing."""
-    import gc
-
-    from conftest import tiny_cfg
-    from dlx import startup
-    from dlx.commands.train import train
-    from dlx.training import loop
-
-    own = gc.get_threshold()
-    startup.end()  # nothing begun: nothing changes
-    assert gc.get_threshold() == own
-    seen = []
-    real_fit = loop.fit
-
-    def fit(*args, **kwargs):
-        seen.append(gc.get_threshold())
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "fit", fit)
-    startup.begin()
-    try:
-        startup.begin()  # a second begin keeps the thresholds to restore
-        assert gc.get_threshold() == startup.STARTUP_THRESHOLDS != own
-        train(tiny_cfg("trainer.epochs=1"), tmp_path / "run")
-    finally:
-        startup.end()
-    assert seen == [own]
-    assert gc.get_threshold() == own
-
-
-def test_threads_option_is_used_and_checked(dlx, workdir):
-    dlx("train", *TINY, "trainer.epochs=1", "logger=none", "trainer.threads=1", "hydra.run.dir=r", check=True)
-    assert metrics(workdir / "r")["test_accuracy"] > 0.3
-    assert "TensorFlow CPU threads: 1 within ops, 1 across ops" in (workdir / "r/train.log").read_text()
-    bad = dlx("train", *TINY, "trainer.threads=0", "logger=none", "hydra.run.dir=bad")
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
-        "trainer.threads: expected a positive number of threads or null, got 0")
-    assert not (workdir / "bad").exists()
-
-
-def test_gpu_options_fall_back_to_cpu_with_one_line_each(dlx, workdir):
-    dlx("train", *TINY, "trainer.epochs=1", "logger=none", "trainer.strategy=mirrored", "trainer.precision=mixed_float16",
-        "trainer.devices=[0]", "trainer.jit_compile=true", "hydra.run.dir=r", check=True)
-    log = (workdir / "r/train.log").read_text()
-    for line in ("trainer.devices=[0]: no GPU in use, running on CPU",
-                 "trainer.strategy=mirrored: no GPU in use, running on CPU with the default strategy",
-                 "trainer.precision=mixed_float16: no GPU in use, running in float32 on CPU"):
-        assert log.count(line) == 1, line
-    assert metrics(workdir / "r")["test_accuracy"] > 0.3
 
 
 # --------------------------------------------------------------------------- dashboards

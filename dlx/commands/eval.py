@@ -7,9 +7,8 @@ import logging
 
 from omegaconf import DictConfig
 
-from dlx.commands._run import load_model, open_run
-from dlx.commands.train import ns
-from dlx.config import reads_words
+from dlx.rundir import load_model, open_run
+from dlx.config import ns
 from dlx.errors import DlxError
 
 log = logging.getLogger("dlx.eval")
@@ -21,7 +20,10 @@ def evaluate(run: str, split: str = "test", batch_size: int | None = None) -> di
     path, cfg = open_run(run)
     if split not in ("test", "val"):
         raise DlxError(f"split: expected test or val, got '{split}'")
-    data = datasets.load(ns(cfg["dataset"]), reads_words(cfg["model"]["name"]))
+    from dlx.family import resolve
+
+    family = resolve(cfg["model"], "run model")
+    data = datasets.load(ns(cfg["dataset"]), family.reads_words())
     from dlx.training import device
 
     device.configure(cfg["trainer"]["device"])
@@ -29,11 +31,7 @@ def evaluate(run: str, split: str = "test", batch_size: int | None = None) -> di
     part = data.test if split == "test" else data.val
     result = model.evaluate(part.x, part.y, batch_size=batch_size or cfg["trainer"]["batch_size"], return_dict=True, verbose=0)
     metrics = {f"{split}_{k}": float(v) for k, v in result.items()} | {f"{split}_examples": len(part)}
-    from dlx import models
-
-    family = models.family(cfg["model"]["name"])
-    if hasattr(family, "scores"):
-        metrics |= family.scores(model, data, cfg, split)
+    metrics |= family.scores(model, data, cfg, split)
     (path / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     trained = path / "metrics.json"
     recorded = json.loads(trained.read_text()) if trained.exists() else {}

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from dlx.commands._run import load_model, open_run
-from dlx.data.datasets import DataSpec, scale
-from dlx.data.images import expand_inputs, preprocess, read_grey
+from dlx.rundir import load_model, open_run
+from dlx.data.types import DataSpec, scale
+from dlx.data.images import expand_inputs, image_batch, read_grey
 from dlx.errors import DataError, DlxError
 
 log = logging.getLogger("dlx.predict")
@@ -45,12 +45,6 @@ def read_rows(path: Path, width: int) -> np.ndarray:
     return rows
 
 
-def image_batch(greys: list[np.ndarray], spec: DataSpec) -> np.ndarray:
-    """Greyscale images (0..255) -> a model-ready batch, prepared as the training data was (also
-    what `dlx serve` does with uploaded images)."""
-    return scale(np.stack([preprocess(g, spec) for g in greys]), spec).reshape((-1, *spec.input_shape))
-
-
 def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarray, list[str]]:
     """Input files -> (a model-ready batch, a label per example); every file is read before any
     model is loaded. `dataset`: the run's dataset config (padding of word ids)."""
@@ -76,10 +70,10 @@ def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarra
 
 def predict(run: str, inputs: str, top_k: int = 1) -> list[dict]:
     path, cfg = open_run(run)
-    from dlx.config import family_schema
+    from dlx.family import family_name, resolve
 
-    name = cfg["model"]["name"]
-    if family_schema(name).task == "unsupervised":
+    name = family_name(cfg["model"])
+    if resolve(cfg["model"], "run model").task == "unsupervised":
         raise DlxError(f"run={run}: model={name} learned no labels to predict; draw from it with dlx sample run={run}")
     spec = DataSpec.load(path / "data_spec.json")
     if spec.kind in ("chars", "captions"):

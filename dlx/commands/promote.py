@@ -22,7 +22,7 @@ def promote(run: str, name: str = "dlx", alias: str = "champion", tracking_uri: 
     import contextlib
     import io
 
-    from dlx.commands._run import open_run
+    from dlx.rundir import open_run
     from dlx.commands.eval import evaluate
     from dlx.serve import registry
 

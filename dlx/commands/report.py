@@ -179,7 +179,7 @@ def table_line(r: dict, b: dict, t: dict) -> str:
 def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path:
     from omegaconf import OmegaConf
 
-    from dlx.config import experiments_dir
+    from dlx.schemas import experiments_dir
 
     presets = {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(experiments_dir().glob("*.yaml"))}
     books = [n for n in presets if n.startswith("book_") and (not only or n in only)]
@@ -244,7 +244,7 @@ def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path
 
 
 def main(argv: list[str]) -> int:
-    from dlx.config import experiments_dir
+    from dlx.schemas import experiments_dir
 
     parser = argparse.ArgumentParser(prog="dlx report", description="Run presets and tabulate their results.")
     sub = parser.add_subparsers(dest="what", required=True)

@@ -13,16 +13,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from dlx.commands._run import load_model, open_run
-from dlx.commands.train import ns
-from dlx.config import reads_words
+from dlx.rundir import load_model, open_run
+from dlx.config import ns
 from dlx.errors import DlxError
 
 
 def generating_families() -> list[str]:
-    from dlx.config import SCHEMAS
+    from dlx.family import builtin
 
-    return [name for name, schema in SCHEMAS["model"].items() if getattr(schema, "generates", False)]
+    return [name for name, family in builtin().items() if family.generates]
 
 
 def check(cfg) -> None:
@@ -40,20 +39,21 @@ def check(cfg) -> None:
 def sample(cfg) -> dict[str, Path]:
     check(cfg)
     path, run_cfg = open_run(cfg.run)
-    name, able = run_cfg["model"]["name"], generating_families()
-    if name not in able:
+    from dlx.family import family_name, resolve
+
+    family, name, able = resolve(run_cfg["model"]), family_name(run_cfg["model"]), generating_families()
+    if not family.generates:
         raise DlxError(f"run={cfg.run}: model={name} does not generate samples; dlx sample works on runs of "
                        f"model={', '.join(able)} (ae, dae and sparse_ae are autoencoders)")
     from dlx.data import datasets
 
-    data = datasets.load(ns(run_cfg["dataset"]), reads_words(name))
-    from dlx import models
+    data = datasets.load(ns(run_cfg["dataset"]), family.reads_words())
     from dlx.training import device
 
     device.configure(run_cfg["trainer"]["device"])
     model = load_model(path, run_cfg, data.spec)
     out_dir = Path(cfg.out).expanduser() if cfg.out else path / "samples"
-    files = models.family(name).sample(model, path, data, cfg, out_dir)
+    files = family.sample(model, path, data, cfg, out_dir)
     if run_cfg["logger"]["tensorboard"] and (path / "tb").is_dir():
         from dlx.tracking import tensorboard_image, tensorboard_text
 

@@ -14,7 +14,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def settings_of(cfg: DictConfig) -> dict:
-    from dlx.commands.train import plain
+    from dlx.config import plain
 
     settings = plain(cfg)["serve"]
     if settings["auth"] == "none" and settings["host"] not in LOCAL_HOSTS:

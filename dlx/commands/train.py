@@ -7,28 +7,14 @@ import logging
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlx.config import plain
 from dlx.errors import DlxError
 
 log = logging.getLogger("dlx.train")
-
-
-def plain(cfg: DictConfig) -> dict[str, Any]:
-    """The composed config as plain values (enums as their names), the form saved in the run dir."""
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
-
-
-def ns(tree: Any) -> Any:
-    """Attribute access over a plain dict tree (`cfg.model.hidden`), for builders."""
-    if isinstance(tree, dict):
-        return SimpleNamespace(**{k: ns(v) for k, v in tree.items()})
-    if isinstance(tree, list):
-        return [ns(v) for v in tree]
-    return tree
 
 
 @contextmanager
@@ -74,47 +60,41 @@ def task_overrides() -> list[str]:
         return []
 
 
-@contextmanager
-def preemptible():
-    """SIGTERM / SIGUSR1 (how Slurm announces preemption or the time limit) stop training at
-    once with `Preempted`; the last completed epoch's state is already on disk."""
-    import signal
-    import threading
+def resume_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """`dlx train resume=DIR [overrides]`: (the run's own overrides, then the given ones, with its
+    directory as the run directory; the Hydra flags, passed on as they are). The composed config
+    must equal the one the run was started with; checked here, before anything is written."""
+    import yaml
+    from hydra import compose, initialize_config_dir
 
-    from dlx.errors import Preempted
+    from dlx import schemas
+    from dlx.tracking import flatten
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Preempted(signum)
-
-    signals = [signal.SIGTERM, signal.SIGUSR1]
-    previous = {sig: signal.signal(sig, stop) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def requeue_on_slurm() -> bool:
-    """Ask Slurm to requeue this job (`scontrol requeue $SLURM_JOB_ID`); under submitit its own
-    handler does it instead."""
-    import os
-    import subprocess
-
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job or os.environ.get("SUBMITIT_EXECUTOR"):
-        return False
-    try:
-        subprocess.run(["scontrol", "requeue", job], check=True, timeout=30, capture_output=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("could not requeue Slurm job %s: %s", job, exc)
-        return False
-    log.info("requeued Slurm job %s; it continues from the last completed epoch", job)
-    return True
+    value = next(a.split("=", 1)[1] for a in args if a.startswith("resume="))
+    if value[:1] == "'" and value[-1:] == "'":  # quoted by quote_paths
+        value = value[1:-1].replace("\\'", "'")
+    if value.lower() in ("true", "false", "null", ""):
+        raise DlxError(f"resume={value}: resume=true is for re-running a sweep (-m); to continue one run give its directory: resume=DIR")
+    run = Path(value).expanduser()
+    saved_file = run / ".hydra" / "config.yaml"
+    if not saved_file.is_file():
+        raise DlxError(f"resume={value}: not a dlx train run directory (no .hydra/config.yaml)")
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    if "trainer" not in saved:
+        raise DlxError(f"resume={value}: not a dlx train run directory (its config has no trainer)")
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    before = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    before = [o for o in before or [] if not o.startswith("resume=")]
+    task = before + [a for a in args if not a.startswith(("hydra.", "hydra/", "-")) and a not in before]
+    with initialize_config_dir(config_dir=str(schemas.conf_dir()), version_base="1.3"):
+        composed = plain(compose(config_name="train", overrides=task))
+    now, then = flatten(composed), flatten(saved)
+    changed = [k for k in sorted(set(now) | set(then)) if k != "resume" and now.get(k) != then.get(k)]
+    if changed:
+        k = changed[0]
+        raise DlxError(f"resume={value}: the config differs from the run's at {k} ({then.get(k)!r} -> {now.get(k)!r}); "
+                       "a resumed run keeps the config it was started with")
+    return task + [f"hydra.run.dir={run}"], [a for a in args if a.startswith(("hydra.", "hydra/", "-"))]
 
 
 def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
@@ -122,50 +102,63 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
     """Train as `cfg` says, writing everything into `run_dir`; return (metrics, objects).
     With `resume`, continue the killed run in `run_dir` from its last completed epoch.
     `job_threads`: the CPU threads of a parallel sweep's job, when trainer.threads is null."""
-    from dlx import config, sweeps
+    from dlx import family as contract
+    from dlx import sweeps, tracking
+    from dlx.config import ns
     from dlx.data import datasets
     from dlx.training import state as state_file
 
+    if isinstance(cfg.get("model"), dict) and not cfg["model"].get("name"):
+        cfg["model"]["name"] = contract.family_name(cfg["model"])  # a family of your own: its module's name
     c = ns(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = state_file.read(state_file.resume_dir(run_dir)) if resume else None
     if resume and state is None:
         log.info("resume: no completed epoch saved in %s; training it from the start", run_dir)
     with discard_run_dir_on_error(run_dir, keep=resume):
-        data = datasets.load(c.dataset, config.reads_words(c.model.name))  # no TensorFlow yet: bad data and bad combinations fail fast
-        config.check_model(c.model, c.regularization, c.optimizer, data)
-        steps_per_execution = config.steps_per_execution(c.trainer, c.model.name)
+        # no TensorFlow yet (unless a model of your own imports it): bad data and bad combinations fail fast
+        family = contract.resolve(cfg["model"])
+        name = c.model.name
+        data = datasets.load(c.dataset, family.reads_words())
+        contract.check_model(family, c.model, c.regularization, c.optimizer, data)
+        mode = family.fit_mode(c.model, c.optimizer)
+        steps_per_execution = contract.steps_per_execution(family, c.trainer)
         if c.trainer.threads is not None:
-            config.positive("trainer.threads", c.trainer.threads, "a positive number of threads or null")
-        from dlx import models
+            contract.positive("trainer.threads", c.trainer.threads, "a positive number of threads or null")
         from dlx.training import device, optim
 
         threads = c.trainer.threads or job_threads
         placement = device.configure(c.trainer.device, c.trainer.devices, c.trainer.strategy, c.trainer.precision, threads)
         device.seed_everything(c.trainer.seed, c.trainer.deterministic)
         with placement.scope():
-            model = models.build(c.model, c.regularization, data.spec, c.optimizer, c.trainer)
+            model = family.build_model(c.model, data.spec, reg=c.regularization, optimizer=c.optimizer, trainer=c.trainer)
         from dlx.tracking import Tracker
 
         tracker = Tracker(cfg, run_dir, run_name(), overrides=task_overrides(),
                           resume_run_id=(state or {}).get("mlflow_run_id"))
-        trial = sweeps.job_trial(cfg.get("sweep"), sweeps.sweep_dir_of_job() or run_dir.parent)
+        trial = sweeps.job_trial(cfg.get("sweep"), tracking.sweep_dir_of_job() or run_dir.parent)
 
+    from dlx import models, plots
+    from dlx.family import model_hook
+    from dlx.families._shared import PRETRAINED_FILE
     from dlx.training import loop
+    from dlx.training.batches import in_order
+    from dlx.training.preemption import preemptible, requeue_on_slurm
 
-    gradients = models.uses_gradients(model)
+    gradients = mode == "steps" or (mode == "full_batch" and str(c.optimizer.name) != "newton")
     size = f"{model.count_params():,} parameters" if model.built else "size set by its solver"
-    log.info("model %s: %s, device %s", c.model.name, size, placement.description)
+    log.info("model %s: %s, fit mode %s, device %s", name, size, mode, placement.description)
     if not gradients and str(c.optimizer.name) != "newton":
-        log.info("model %s is fitted without a gradient optimizer: optimizer=%s is not used", c.model.name, c.optimizer.name)
+        log.info("model %s is fitted without a gradient optimizer: optimizer=%s is not used", name, c.optimizer.name)
     steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
     with placement.scope():
         models.compile(
             model, data.spec,
             optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
             # a few large steps gain nothing from running several per call, and pay for tracing them
-            steps_per_execution=steps_per_execution if gradients else 1,
+            steps_per_execution=steps_per_execution if mode == "steps" else 1,
             jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
+            objective=family.objective(model, data.spec),
         )
     data.spec.save(run_dir / "data_spec.json")
     from dlx import startup
@@ -174,22 +167,21 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
     startup.end()  # everything the training needs is imported
     try:
         pretrain_seconds = None
-        if getattr(model, "pretraining", None) is not None:
-            if state is not None and (run_dir / config.PRETRAINED_FILE).is_file():
-                model.pretraining.from_run = str(run_dir)  # pretrained before it was killed
-            pretrain_seconds = loop.pretrain(model, data, cfg["trainer"], run_dir, tracker.log_metrics)
-        family = models.family(c.model.name)
-        extra = family.callbacks(model, data, cfg, run_dir) if hasattr(family, "callbacks") else []
+        pretraining = model_hook(model, "pretraining")
+        if pretraining is not None:
+            if state is not None and (run_dir / PRETRAINED_FILE).is_file():
+                pretraining.from_run = str(run_dir)  # pretrained before it was killed
+            pretrain_seconds = loop.pretrain(model, data, cfg["trainer"], run_dir, tracker.log_metrics, steps_per_execution)
+        extra = family.callbacks(model, data, cfg, run_dir)
         pruning = [sweeps.pruning_callback(trial, c.trainer.early_stopping.monitor)] if trial is not None else []
         with preemptible():
-            result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning,
+            result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning, mode=mode,
                               resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id})
         model.save(run_dir / "model.keras")
-        test_batches = loop.in_order(data.test.x, data.test.y, c.trainer.batch_size)  # also the figures' predictions
+        test_batches = in_order(data.test.x, data.test.y, c.trainer.batch_size)  # also the figures' predictions
         test = model.evaluate(test_batches, return_dict=True, verbose=0)
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
-        if hasattr(family, "scores"):  # what model.evaluate cannot compute (BLEU of decoded captions)
-            metrics |= family.scores(model, data, cfg)
+        metrics |= family.scores(model, data, cfg)  # what model.evaluate cannot compute (BLEU of decoded captions)
         metrics |= {
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
@@ -206,14 +198,14 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         pruned_at = pruning[0].pruned_at if pruning else None
         if pruned_at is not None:
             metrics["pruned_at_epoch"] = pruned_at
-        metrics |= getattr(model, "summary_metrics", {})
+        metrics |= model_hook(model, "summary_metrics", {})
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_dir = run_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
-        for name, png in figures(family, model, data, result, plot_dir, test_batches).items():
-            tracker.log_image(name, png, step=result.epochs_run)
+        for fig, png in plots.run_figures(family, model, data, result, plot_dir, test_batches).items():
+            tracker.log_image(fig, png, step=result.epochs_run)
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
-                     run_dir / config.PRETRAINED_FILE, plot_dir]
+                     run_dir / PRETRAINED_FILE, plot_dir]
         tracker.finish(metrics, artifacts, pruned=pruned_at is not None)
         shutil.rmtree(state_file.resume_dir(run_dir), ignore_errors=True)  # finished: best/last .keras remain
     except Preempted as exc:
@@ -231,34 +223,6 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
     for line in tracker.describe():
         log.info(line)
     return metrics, {"model": model, "data": data, "history": result.history, "fit": result, "tracker": tracker}
-
-
-def figures(family, model, data, result, plot_dir: Path, test_batches) -> dict[str, Path]:
-    """Learning curves, and by task: confusion matrix, decision boundary (2-D inputs), fit plot,
-    or what an unsupervised family draws (filters, reconstructions). Returns the figures worth
-    logging as images. `test_batches`: the test split as it was evaluated (`loop.in_order`)."""
-    from dlx import plots
-
-    plots.learning_curves(result.history, plot_dir / "learning_curves.png")
-    if hasattr(family, "figures"):  # unsupervised and sequence families draw their own
-        return family.figures(model, data, plot_dir)
-    out = model.predict(test_batches, verbose=0)
-    spec = data.spec
-    if spec.task == "regression":
-        return {"fit": plots.regression_fit(data.test.x, data.test.y, out, spec, plot_dir / "fit.png")}
-    cm = confusion(data.test.y, out.argmax(axis=1), spec.num_classes)
-    shown = {"confusion_matrix": plots.confusion_matrix(cm, spec.class_names, plot_dir / "confusion_matrix.png")}
-    if spec.kind == "tabular" and spec.input_shape == (2,):
-        shown["decision_boundary"] = plots.decision_boundary(model, data.test.x, data.test.y, spec, plot_dir / "decision_boundary.png")
-    return shown
-
-
-def confusion(y_true, y_pred, num_classes: int):
-    import numpy as np
-
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
 
 
 def main(cfg: DictConfig) -> float:

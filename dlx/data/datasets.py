@@ -1,74 +1,22 @@
-"""Dataset registry: every loader returns the same `Data` (train / val / test splits + a spec).
-
-Three kinds of input: images come out as float32 ``(N, H, W, 1)``; tabular rows and text (word
-counts over a vocabulary) as float32 ``(N, D)``. Class labels are int32 ``(N,)``, regression
-targets float32 ``(N, 1)``. The `DataSpec` records what a model and `dlx predict` need to know
-about the inputs (kind, task, shape, classes, scaling statistics, vocabulary) and is saved in the
-run directory.
-"""
+"""Dataset registry: every loader returns the same `Data` (dlx/data/types.py), built-in or your
+own (`_target_`); the image sets (digits, MNIST, Fashion-MNIST) are loaded here, the other kinds
+in tabular.py, text.py and sequences.py."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from dlx.data import sequences, tabular, text
 from dlx.data.download import Remote, cache_dir, fetch
 from dlx.data.idx import read_idx
+from dlx.data.types import Data, DataSpec, Split, scale
 from dlx.errors import DataError, DlxError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataSpec:
-    name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    class_names: list[str]
-    pixel_max: float  # value of a full-intensity pixel in the raw data (16 for digits, 255 for MNIST)
-    scaling: str = "unit"
-    mean: float = 0.0  # z-score statistics of the (unit-scaled) training split
-    std: float = 1.0
-    box: int = 0  # side of the box the object is scaled into for predict (MNIST: 20 of 28); 0 = whole frame
-    kind: str = "image"  # image | tabular | text
-    task: str = "classification"  # classification | regression
-    # tabular/text: feature names (text: the vocabulary) and per-feature scaling x' = (x - offset) / spread
-    feature_names: list[str] | None = None
-    offset: list[float] | None = None
-    spread: list[float] | None = None
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> "DataSpec":
-        d = json.loads(path.read_text())
-        d["input_shape"] = tuple(d["input_shape"])
-        return cls(**d)
-
-
-@dataclass
-class Split:
-    x: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass
-class Data:
-    train: Split
-    val: Split
-    test: Split
-    spec: DataSpec
-    source: str = ""  # where the files came from, for the log
-    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- sources
@@ -187,36 +135,12 @@ LOADERS: dict[str, Callable] = {
     "digits": _load_digits,
     "mnist": _load_mnist,
     "fashion_mnist": _load_fashion_mnist,
+    **tabular.LOADERS, **text.LOADERS, **sequences.LOADERS,
 }
-
-
-SPLITS_ITSELF: set[str] = set()  # loaders returning a finished Data (their own splits)
-TEXT: set[str] = set()  # loaders that can give word ids instead of word counts
-
-
-def _register_other_kinds() -> None:
-    from dlx.data import sequences, tabular, text
-
-    for module in (tabular, text, sequences):
-        LOADERS.update(module.LOADERS)
-        DESCRIPTIONS.update(module.DESCRIPTIONS)
-        REMOTES.update(getattr(module, "REMOTES", {}))
-    SPLITS_ITSELF.update(sequences.LOADERS)
-    TEXT.update(text.LOADERS)
-
-
-# --------------------------------------------------------------------------- preprocessing
-def scale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
-    """Raw inputs -> model inputs, exactly as in training. Used by predict too."""
-    x = np.asarray(x, dtype=np.float32)
-    if spec.scaling == "none":
-        return x
-    if spec.kind != "image":  # per-feature statistics of the training split
-        return (x - np.asarray(spec.offset, np.float32)) / np.asarray(spec.spread, np.float32)
-    x = x / np.float32(spec.pixel_max)
-    if spec.scaling == "zscore":
-        x = (x - np.float32(spec.mean)) / np.float32(spec.std)
-    return x
+DESCRIPTIONS |= tabular.DESCRIPTIONS | text.DESCRIPTIONS | sequences.DESCRIPTIONS
+REMOTES |= text.REMOTES | sequences.REMOTES
+SPLITS_ITSELF = set(sequences.LOADERS)  # loaders returning a finished Data (their own splits)
+TEXT = set(text.LOADERS)  # loaders that can give word ids instead of word counts
 
 
 def _head(x, n: int):
@@ -237,38 +161,13 @@ def _summary(name: str, data: Data) -> None:
     )
 
 
-def collected_samples(extra: str, spec: DataSpec, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The labelled images `dlx serve` collected (<state>/samples.db + files), prepared as
-    `dlx predict` prepares images, in the dataset's raw pixel range; labels as class indices."""
-    import sqlite3
-    from contextlib import closing
-
-    from dlx.config import ServeSettings
-    from dlx.data.images import preprocess, read_grey
-
-    state = Path(ServeSettings.state_dir if extra == "samples" else extra).expanduser()
-    db = state / "samples.db"
-    if spec.kind != "image":
-        raise DlxError(f"dataset.extra={extra}: collected samples are images; dataset={spec.name} is {spec.kind} data")
-    if not db.is_file():
-        raise DlxError(f"dataset.extra={extra}: no {db} (samples are collected by dlx serve, POST /v1/samples)")
-    with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("select label, file from samples order by received").fetchall()
-    names = [str(c) for c in spec.class_names or []]
-    xs, ys = [], []
-    for label, file in rows:
-        if label not in names:
-            raise DlxError(f"dataset.extra={extra}: sample {file} is labelled '{label}', not a class of {spec.name} ({', '.join(names)})")
-        xs.append(preprocess(read_grey(state / "samples" / file), spec).reshape(shape))
-        ys.append(names.index(label))
-    if not xs:
-        raise DlxError(f"dataset.extra={extra}: {db} holds no samples yet")
-    return np.stack(xs), np.asarray(ys)
-
-
 def load(cfg, words: bool = False) -> Data:
     """Load, split and scale the dataset described by `cfg` (a `dataset` config node). `words`:
-    text datasets as padded word-id sequences rather than word counts (see dlx/data/text.py)."""
+    text datasets as padded word-id sequences rather than word counts (see dlx/data/text.py).
+    A node with `_target_` is a dataset of your own: `module.function(cfg) -> Data`."""
+    target = getattr(cfg, "_target_", None)
+    if target:
+        return _load_own(cfg, target)
     if cfg.name not in LOADERS:
         raise DlxError(f"dataset.name: unknown dataset '{cfg.name}'; choose one of: {', '.join(LOADERS)}")
     if cfg.subset is not None and cfg.subset <= 0:
@@ -289,7 +188,9 @@ def load(cfg, words: bool = False) -> Data:
     if cfg.subset is not None:
         x_train, y_train = x_train[: cfg.subset], y_train[: cfg.subset]
     if getattr(cfg, "extra", None):
-        x_more, y_more = collected_samples(cfg.extra, spec, x_train.shape[1:])
+        from dlx.data.samples import collected
+
+        x_more, y_more = collected(cfg.extra, spec, x_train.shape[1:])
         x_train = np.concatenate([x_train, x_more.astype(x_train.dtype)])
         y_train = np.concatenate([y_train, y_more.astype(y_train.dtype)])
         log.info("dataset.extra=%s: %d collected samples added to the training split", cfg.extra, len(y_more))
@@ -316,4 +217,40 @@ def load(cfg, words: bool = False) -> Data:
     return data
 
 
-_register_other_kinds()
+def _load_own(cfg, target: str) -> Data:
+    """A loader of your own, checked: the splits must be what the built-in loaders return."""
+    from dlx.family import import_target
+
+    _, fn = import_target("dataset._target_", target)
+    try:
+        data = fn(cfg)
+    except DlxError:
+        raise
+    except Exception as exc:
+        raise DataError(f"dataset._target_: {target}(cfg) failed: {type(exc).__name__}: {exc} "
+                        "(HYDRA_FULL_ERROR=1 shows the traceback)") from exc
+    if not isinstance(data, Data):
+        raise DataError(f"dataset._target_: {target} returned {type(data).__name__}, expected dlx.data.types.Data "
+                        "(train / val / test Splits and a DataSpec)")
+    for part in ("train", "val", "test"):
+        split = getattr(data, part)
+        n = len(split.y)
+        if n == 0 or len(_leaves(split.x)[0]) != n:
+            raise DataError(f"dataset._target_: {target}: the {part} split has {n} labels for "
+                            f"{len(_leaves(split.x)[0]) if n else 0} inputs (expected the same number, > 0)")
+        if tuple(_leaves(split.x)[0].shape[1:]) != tuple(data.spec.input_shape) and not isinstance(split.x, dict):
+            raise DataError(f"dataset._target_: {target}: {part} inputs are {tuple(split.x.shape[1:])} per example, "
+                            f"but spec.input_shape is {tuple(data.spec.input_shape)}")
+    if data.spec.task == "classification" and (int(data.train.y.max()) >= data.spec.num_classes or int(data.train.y.min()) < 0):
+        raise DataError(f"dataset._target_: {target}: labels must be 0..{data.spec.num_classes - 1} (spec.num_classes)")
+    if data.spec.class_names and len(data.spec.class_names) != data.spec.num_classes:
+        raise DataError(f"dataset._target_: {target}: {len(data.spec.class_names)} class_names for {data.spec.num_classes} classes")
+    data.source = data.source or target
+    _summary(data.spec.name, data)
+    return data
+
+
+def _leaves(x) -> list:
+    """The arrays of an input (one array, or a dict of them for multi-input models)."""
+    return list(x.values()) if isinstance(x, dict) else [x]
+

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlx.data.types import DataSpec, scale
 from dlx.errors import DlxError
 
 INK_THRESHOLD = 0.2  # of the brightest pixel: what counts as ink when cropping
@@ -93,3 +94,9 @@ def expand_inputs(inputs: str) -> list[Path]:
     if not files:
         raise DlxError(f"inputs={inputs}: no files match")
     return files
+
+
+def image_batch(greys: list[np.ndarray], spec: DataSpec) -> np.ndarray:
+    """Greyscale images (0..255) -> a model-ready batch, prepared as the training data was (also
+    what `dlx serve` does with uploaded images)."""
+    return scale(np.stack([preprocess(g, spec) for g in greys]), spec).reshape((-1, *spec.input_shape))

@@ -56,14 +56,15 @@ def windows(ids: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _chars(cfg):
-    from dlx.data import datasets
+    from dlx.data import types as datasets
+    from dlx.data.download import cache_dir
 
     if cfg.path:
         path = Path(cfg.path).expanduser()
         if not path.is_file():
             raise DataError(f"dataset.path={cfg.path}: no such file (a character corpus is one UTF-8 text file)")
     else:
-        path = fetch(REMOTES["tinyshakespeare"][0], datasets.dataset_dir("tinyshakespeare"))
+        path = fetch(REMOTES["tinyshakespeare"][0], cache_dir() / "tinyshakespeare")
     text = read_text(path)
     if cfg.seq_length < 1:
         raise DlxError(f"dataset.seq_length: expected a positive number of characters, got {cfg.seq_length}")
@@ -146,7 +147,7 @@ def _caption_split(arrays, part: str, vocab_size: int, h5: Path):
 
 
 def _captions(cfg):
-    from dlx.data import datasets
+    from dlx.data import types as datasets
 
     if not cfg.path:
         raise DlxError("dataset.path: coco_captions needs the directory of coco2014_captions.h5 and coco2014_vocab.json")

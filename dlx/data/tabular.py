@@ -22,7 +22,7 @@ DESCRIPTIONS = {
 
 
 def _spec(name: str, x: np.ndarray, task: str, classes: list[str], features: list[str]):
-    from dlx.data.datasets import DataSpec
+    from dlx.data.types import DataSpec
 
     return DataSpec(name, (x.shape[1],), len(classes), classes, 1.0, kind="tabular", task=task, feature_names=features)
 

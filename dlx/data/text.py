@@ -65,7 +65,7 @@ def vectorize(docs: list[list[str]], vocabulary: list[str]) -> np.ndarray:
 
 
 def _spec(name: str, classes: list[str], vocabulary: list[str] | None, size: int):
-    from dlx.data.datasets import DataSpec
+    from dlx.data.types import DataSpec
 
     return DataSpec(name, (size,), len(classes), classes, 1.0, kind="text", feature_names=vocabulary)
 
@@ -76,7 +76,7 @@ PAD, OOV = "<pad>", "<unk>"  # ids 0 and 1 of a word-id vocabulary
 def _words_spec(name: str, classes: list[str], vocabulary: list[str] | None, cfg):
     """feature_names: one name per id (the model's embedding size); ranks stand in for words
     when the corpus came without its word index."""
-    from dlx.data.datasets import DataSpec
+    from dlx.data.types import DataSpec
 
     size = cfg.vocab_size - 2
     names = [PAD, OOV, *(vocabulary if vocabulary is not None else [f"<rank {r}>" for r in range(1, size + 1)])]
@@ -200,10 +200,10 @@ def _corpus_files(cfg, name: str) -> tuple[Path, Path | None, str]:
         if not (root / npz).is_file():
             raise DataError(f"dataset.path={cfg.path}: missing {npz}")
         return root / npz, (root / index) if (root / index).is_file() else None, str(root)
-    from dlx.data.datasets import dataset_dir
+    from dlx.data.download import cache_dir
 
-    files = [fetch(r, dataset_dir(name)) for r in REMOTES[name]]
-    return files[0], files[1], str(dataset_dir(name))
+    files = [fetch(r, cache_dir() / name) for r in REMOTES[name]]
+    return files[0], files[1], str(cache_dir() / name)
 
 
 def _rank_ids(seqs, cfg) -> np.ndarray:

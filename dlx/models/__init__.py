@@ -1,40 +1,27 @@
-"""Model families. `dlx/models/<name>.py` defines `build(model_cfg, reg_cfg, spec, optimizer_cfg,
-trainer_cfg) -> keras.Model` for `model=<name>`; its schema in dlx/config.py says what task it solves and
-checks its config before TensorFlow is imported (`config.check_model`). Modules are imported only
-when a command needs that family (which also registers their Keras classes for loading)."""
+"""The Keras code of the built-in families: models, layers and what the families share. A family's
+contract (schema, checks, hooks, builder) is its module in dlx/families/; it imports its module
+here only when it builds a model, which also registers the Keras classes that loading needs."""
 
 from __future__ import annotations
 
 import importlib
 
-from dlx.errors import DlxError
+
+def import_keras_code(family) -> None:
+    """Import the Keras module of a built-in family (its classes then load from model.keras); a
+    family of your own registered its classes when its module was imported."""
+    module = family.builder.__module__
+    if module.startswith("dlx.families."):
+        importlib.import_module(f"dlx.models.{module.rsplit('.', 1)[1]}")
 
 
-def family(name: str):
-    try:
-        return importlib.import_module(f"dlx.models.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"dlx.models.{name}":
-            raise
-        raise DlxError(f"model.name: no model family '{name}' in dlx/models/") from None
-
-
-def build(model_cfg, reg_cfg, spec, optimizer_cfg=None, trainer_cfg=None):
-    return family(model_cfg.name).build(model_cfg, reg_cfg, spec, optimizer_cfg, trainer_cfg)
-
-
-def uses_gradients(model) -> bool:
-    """False for families fitted by statistics, Newton steps or their own solver (no optimizer)."""
-    return getattr(model, "passes", None) != 1 and not getattr(model, "full_batch", False) and not hasattr(model, "solve")
-
-
-def compile(model, spec, optimizer=None, steps_per_execution: int = 1, jit_compile="auto") -> None:
-    """Loss and metrics by task (a family may bring its own loss, or its own objective altogether:
-    the unsupervised ones), shared by train and eval."""
+def compile(model, spec, optimizer=None, steps_per_execution: int = 1, jit_compile="auto", objective=None) -> None:
+    """Loss and metrics: the family's `objective` when it has one, else by the data's kind and
+    task; shared by train, eval and pretraining stages."""
     import keras
 
-    if hasattr(model, "objective"):
-        loss, metrics = model.objective()
+    if objective is not None:
+        loss, metrics = objective
     elif spec.kind in ("chars", "captions"):  # logits over the vocabulary at every time step
         from dlx.models import recurrent
 
@@ -51,5 +38,5 @@ def compile(model, spec, optimizer=None, steps_per_execution: int = 1, jit_compi
         loss, metrics = "mse", [keras.metrics.MeanSquaredError(name="mse"), keras.metrics.R2Score(name="r2")]
     else:
         loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
-    model.compile(optimizer=optimizer, loss=getattr(model, "loss_fn", None) or loss, metrics=metrics,
-                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution,
+                  jit_compile=jit_compile)

@@ -1,18 +1,16 @@
 """What the classic (non-deep) families share.
 
 They are Keras models, so the one training loop, evaluation, saving, `dlx eval` and
-`dlx predict` treat them like any other family; only how they *fit* differs, and each says so
-with a class attribute the loop reads:
+`dlx predict` treat them like any other family; only how they *fit* differs, and each family says
+so with its `fit_mode` (dlx/family.py):
 
-- `passes = 1`: fitting is one pass of sufficient statistics (GDA, naive Bayes, the normal
-  equation), `accumulate(x, y)` per chunk: the loop runs it with `statistics_pass`, straight over
-  the arrays (`model.fit` runs the same accumulation in `train_step`, at the price of Keras'
-  per-fit dataset set-up, which measured as long as the pass itself on Fashion-MNIST). The
-  parameters are solved from the statistics lazily, once, before the next `evaluate` or
-  `predict` (`refresh`), not after every batch.
-- `full_batch = True`: every step sees the whole training split (Newton's method).
-- `stats_batch_size`: rows per statistics step, whatever trainer.batch_size says.
-- `solve(x, y)`: a solver that is not a sequence of batch steps at all (SMO).
+- statistics: one pass of sufficient statistics (GDA, naive Bayes, the normal equation),
+  `accumulate(x, y)` per chunk: the loop runs it with `statistics_pass`, straight over the arrays
+  (`model.fit` runs the same accumulation in `train_step`, at the price of Keras' per-fit dataset
+  set-up). The parameters are solved from the statistics lazily, once, before the next
+  `evaluate` or `predict` (`refresh`), not after every batch. `stats_batch_size`: rows per step.
+- full_batch: every step sees the whole training split (Newton's method).
+- solver: `solve(x, y)`, not a sequence of batch steps at all (SMO).
 """
 
 from __future__ import annotations
@@ -48,7 +46,6 @@ class Classic(keras.Model):
 class OnePass(Classic):
     """Fitting = accumulating statistics; `finalize()` turns them into the parameters."""
 
-    passes = 1
     # rows summed per step: any size gives the same statistics; large chunks cut per-step overhead
     stats_batch_size = 8192
 

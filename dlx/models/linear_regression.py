@@ -19,7 +19,6 @@ class LinearRegression(OnePass):
     def __init__(self, n_inputs: int, degree: int = 1, solver: str = "normal_equation", l1: float = 0.0, l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.n_inputs, self.degree, self.solver, self.l1, self.l2 = n_inputs, degree, solver, l1, l2
-        self.passes = 1 if solver == "normal_equation" else None
 
     def build(self, input_shape):
         super().build(input_shape)

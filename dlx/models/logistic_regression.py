@@ -32,7 +32,6 @@ class LogisticRegression(Classic):
         super().__init__(**kwargs)
         self.n_inputs, self.n_classes, self.l1, self.l2, self.zero_init = n_inputs, n_classes, l1, l2, zero_init
         self.newton = newton  # {"lr", "tol", "damping", "max_cg"} or None for gradient optimizers
-        self.full_batch = newton is not None
         self.outputs_n = 1 if n_classes == 2 else n_classes
 
     def build(self, input_shape):

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from dlx.config import PRETRAINED_FILE, load_stack
+from dlx.families._shared import PRETRAINED_FILE, load_stack
 from dlx.models.layers import dense, inputs, maybe_dropout, softmax_head
 
 __all__ = ["PRETRAINED_FILE", "Pretraining", "build_stack", "load_stack", "save_stack"]

@@ -168,8 +168,6 @@ class SVM(keras.Model):
     """Outputs scikit-learn's one-vs-rest view of the one-vs-one decisions: votes per class plus
     the summed decision values squashed into (-1/3, 1/3), which only break ties."""
 
-    loss_fn = staticmethod(multiclass_hinge)
-
     def __init__(self, n_inputs: int, n_classes: int, kernel: str = "rbf", C: float = 1.0, gamma: str = "scale",
                  degree: int = 3, coef0: float = 0.0, tol: float = 1e-3, cache_mb: float = 200.0,
                  max_iter: int | None = None, n_sv: int = 0, gamma_value: float = 0.0, **kwargs):

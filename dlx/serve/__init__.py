@@ -1,20 +1,2 @@
 """`dlx serve`: the HTTP app (app.py), API keys and signing (auth.py), the job queue (jobs.py),
 the model registry (registry.py) and a signing client (client.py)."""
-
-from __future__ import annotations
-
-import sqlite3
-from contextlib import contextmanager
-from pathlib import Path
-
-
-@contextmanager
-def sqlite(path: Path):
-    """A short-lived connection to one of the server's SQLite files: autocommit, WAL (readers do
-    not wait for a writer), up to 30 s to get a lock, closed afterwards."""
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    try:
-        db.execute("pragma journal_mode=wal")
-        yield db
-    finally:
-        db.close()

@@ -9,7 +9,7 @@
     POST /v1/jobs          {"kind": "predict", "inputs": [...]} or {"kind": "train", "overrides": [...]} -> job id
     GET  /v1/jobs/{id}     status (queued, running, finished, failed), result or error (dlx/serve/jobs.py)
 
-Images go through the same preparation as `dlx predict` (dlx.commands.predict.prepare). Limits:
+Images go through the same preparation as `dlx predict` (dlx.data.images.image_batch). Limits:
 `serve.max_upload_bytes` (413), `serve.max_batch` inputs per request (413), image types checked by
 their content (PNG, JPEG, GIF, BMP; else 415), `serve.timeout_s` per prediction (504). Errors are
 JSON: {"error": "one line"}. Nothing a caller sends names a file on the server.
@@ -23,15 +23,13 @@ import io
 import json
 import logging
 import threading
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
-from dlx.serve import sqlite
+from dlx.data.samples import Samples
 from dlx.serve.auth import AuthError, KeyStore, User
 
 log = logging.getLogger("dlx.serve")
@@ -55,7 +53,7 @@ class Served:
     """The loaded model and everything needed to prepare its inputs like `dlx predict` does."""
 
     def __init__(self, run: str):
-        from dlx.commands._run import load_model, open_run
+        from dlx.rundir import load_model, open_run
         from dlx.data.datasets import DataSpec
         from dlx.training import device
 
@@ -81,7 +79,7 @@ class Served:
             return np.asarray(self.model.predict_on_batch(batch))
 
     def prepare_images(self, images: list[bytes]) -> np.ndarray:
-        from dlx.commands.predict import image_batch
+        from dlx.data.images import image_batch
         from dlx.data.images import read_grey
         from dlx.errors import DlxError
 
@@ -98,7 +96,7 @@ class Served:
         return image_batch(greys, self.spec).astype(np.float32)
 
     def prepare_arrays(self, inputs: Any) -> np.ndarray:
-        from dlx.data.datasets import scale
+        from dlx.data.types import scale
 
         shape = tuple(self.spec.input_shape)
         size = int(np.prod(shape))
@@ -122,35 +120,6 @@ class Served:
             out.append({"class": names[i] if names else i, "index": i,
                         "probabilities": {(names[j] if names else str(j)): round(float(p), 6) for j, p in enumerate(row)}})
         return out
-
-
-class Samples:
-    """Labelled images sent for retraining: files under <state>/samples/<label>/<id>.<type>, rows in samples.db."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory / "samples"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.db_path = directory / "samples.db"
-        with sqlite(self.db_path) as db:
-            db.execute("create table if not exists samples (id text primary key, label text not null, file text not null,"
-                       " sha256 text not null, user text, received real not null)")
-
-    def add(self, data: bytes, kind: str, label: str, user: str | None) -> dict[str, Any]:
-        sample_id = uuid.uuid4().hex
-        folder = self.directory / label
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{sample_id}.{kind}"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        with sqlite(self.db_path) as db:
-            db.execute("insert into samples values (?, ?, ?, ?, ?, ?)",
-                       (sample_id, label, str(path.relative_to(self.directory)), hashlib.sha256(data).hexdigest(), user, time.time()))
-        return {"id": sample_id, "label": label}
-
-    def count(self) -> int:
-        with sqlite(self.db_path) as db:
-            return db.execute("select count(*) from samples").fetchone()[0]
 
 
 class Current:

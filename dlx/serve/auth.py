@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
-from dlx.serve import sqlite
+from dlx.storage import sqlite
 
 MAX_SKEW_S = 300
 NONCE_TTL_S = 600

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from dlx.serve import sqlite
+from dlx.storage import sqlite
 
 log = logging.getLogger("dlx.serve.jobs")
 

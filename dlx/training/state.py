@@ -1,9 +1,14 @@
-"""Where a run keeps the state `dlx train resume=DIR` continues from (no TensorFlow needed to read it)."""
+"""Where a run keeps the state `dlx train resume=DIR` continues from, and its file format (numpy
+only: `dlx runs` and the CLI read it before TensorFlow loads). `training/resume.py` writes it."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
+
+import numpy as np
 
 
 def resume_dir(run_dir: Path) -> Path:
@@ -11,6 +16,38 @@ def resume_dir(run_dir: Path) -> Path:
 
 
 def read(directory: Path) -> dict | None:
-    """The last completed epoch's state (dlx.training.loop.ResumeState writes it), or None."""
+    """The last completed epoch's state (`ResumeState` writes it), or None."""
     path = directory / "state.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_groups(path: Path, **groups: list) -> None:
+    """Lists of arrays in one .npz (group g's i-th array as `g{i}`, its length as `n_g`), written
+    through a rename."""
+    arrays = {f"{g}{i}": a for g, values in groups.items() for i, a in enumerate(values)}
+    counts = {f"n_{g}": len(values) for g, values in groups.items()}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays, **counts)
+    os.replace(tmp, path)
+
+
+def load_groups(path: Path) -> dict[str, list]:
+    with np.load(path) as saved:
+        groups = [k[2:] for k in saved.files if k.startswith("n_")]
+        return {g: [saved[f"{g}{i}"] for i in range(int(saved[f"n_{g}"]))] for g in groups}
+
+
+def to_json(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # "inf", "-inf", "nan"
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(value):
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value

@@ -1,0 +1,64 @@
+"""Image captioning: image features -> the initial hidden state; words -> embedding -> RNN/LSTM -> next-word logits.
+
+The loss is the book's temporal softmax: cross-entropy summed over the steps whose target is not
+`<NULL>`, averaged over captions. Data: the COCO feature format (`dataset.path=DIR` with
+`coco2014_captions.h5` and `coco2014_vocab.json`). Decoding: greedy or beam search (`beam_width`);
+after training, `test_bleu4` (NLTK's corpus BLEU of `bleu_images` validation images against their
+references); `dlx sample split=val n=5` writes captions next to their references.
+Run: `dlx train model=captioning dataset=coco_captions dataset.path=coco/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dlx.errors import DlxError
+from dlx.families._shared import Cell, RecurrentFamily
+from dlx.family import check_penalties, positive
+
+
+@dataclass
+class Captioning(RecurrentFamily):
+    kinds: ClassVar[tuple] = ("captions",)
+    generates: ClassVar[bool] = True
+
+    name: str = "captioning"
+    cell: Cell = Cell.lstm
+    hidden: int = 512
+    embedding: int = 256  # word vector size
+    beam_width: int = 1  # decoding for BLEU and `dlx sample`; 1 = greedy
+    bleu_images: int = 1000  # validation images captioned for BLEU-4 after training (0 = skip)
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("captioning", reg, ("l1", "l2"))
+        positive("model.hidden", cfg.hidden, "a positive number of units")
+        positive("model.embedding", cfg.embedding, "a positive word-vector size")
+        positive("model.beam_width", cfg.beam_width, "1 or more")
+        if cfg.bleu_images < 0:
+            raise DlxError(f"model.bleu_images: expected a count >= 0, got {cfg.bleu_images}")
+
+    @staticmethod
+    def scores(model, data, cfg, split="test"):
+        from dlx.models import captioning
+
+        return captioning.scores(model, data, cfg, split)
+
+    @staticmethod
+    def figures(model, data, plot_dir):
+        from dlx.models import captioning
+
+        return captioning.figures(model, data, plot_dir)
+
+    @staticmethod
+    def sample(model, run_dir, data, cfg, out_dir):
+        from dlx.models import captioning
+
+        return captioning.sample(model, run_dir, data, cfg, out_dir)
+
+
+def build(cfg, spec, reg, optimizer=None, trainer=None):
+    from dlx.models import captioning
+
+    return captioning.build(cfg, reg, spec, optimizer, trainer)

@@ -1,0 +1,40 @@
+"""LeNet-style CNN: (conv -> activation -> max-pool) per `conv` entry, then dense layers, then softmax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar, List
+
+from omegaconf import MISSING
+
+from dlx.family import Family
+
+
+class Padding(Enum):
+    same = "same"
+    valid = "valid"
+
+
+@dataclass
+class ConvLayer:
+    filters: int = MISSING
+    kernel: int = 5
+    padding: Padding = Padding.same
+    pool: int = 2  # max-pool size after the conv; 1 = no pooling
+
+
+@dataclass
+class CNN(Family):
+    kinds: ClassVar[tuple] = ("image",)
+
+    name: str = "cnn"
+    conv: List[ConvLayer] = field(default_factory=lambda: [ConvLayer(filters=6), ConvLayer(filters=16)])
+    dense: List[int] = field(default_factory=lambda: [120, 84])
+    activation: str = "relu"
+
+
+def build(cfg, spec, reg, optimizer=None, trainer=None):
+    from dlx.models import cnn
+
+    return cnn.build(cfg, reg, spec, optimizer, trainer)

@@ -1,0 +1,27 @@
+"""An image read as a sequence of its rows (28 steps of 28 pixels for MNIST) by one recurrent layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dlx.families._shared import Cell, RecurrentFamily, check_recurrent
+
+
+@dataclass
+class LSTMRows(RecurrentFamily):
+    kinds: ClassVar[tuple] = ("image",)
+
+    name: str = "lstm_rows"
+    cell: Cell = Cell.lstm
+    hidden: int = 128
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_recurrent("lstm_rows", cfg, reg)
+
+
+def build(cfg, spec, reg, optimizer=None, trainer=None):
+    from dlx.models import lstm_rows
+
+    return lstm_rows.build(cfg, reg, spec, optimizer, trainer)

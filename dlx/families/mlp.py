@@ -1,0 +1,22 @@
+"""Multi-layer perceptron: flatten -> (dense -> [batch norm] -> activation -> [dropout]) x N -> softmax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List
+
+from dlx.family import Family
+
+
+@dataclass
+class MLP(Family):
+    name: str = "mlp"
+    hidden: List[int] = field(default_factory=lambda: [256])  # one entry per hidden layer, e.g. [512, 256]
+    activation: str = "relu"  # any keras activation: relu, sigmoid, tanh, gelu, ...
+    batch_norm: bool = False
+
+
+def build(cfg, spec, reg, optimizer=None, trainer=None):
+    from dlx.models import mlp
+
+    return mlp.build(cfg, reg, spec, optimizer, trainer)

@@ -1,0 +1,65 @@
+"""Bernoulli-Bernoulli restricted Boltzmann machine, CD-k or persistent CD (PCD-k).
+
+The CD update is computed in `train_step` and handed to the optimizer as a gradient (nothing is
+back-propagated through sampling). Logged per epoch for train and validation: `loss`
+(reconstruction cross-entropy), `pseudo_likelihood`, `free_energy`. Visible biases start at the
+log-odds of the training pixel means (Hinton's guide; `visible_bias_init=zero` as in the book).
+`dlx sample` runs Gibbs chains (`n_chains`, `steps_between`, `start=test|noise`).
+Run: `dlx train model=rbm model.k=15 trainer.batch_size=20 optimizer=sgd optimizer.lr=0.1`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
+
+from dlx.family import Family, check_penalties, check_unit_interval, positive
+
+
+class BiasInit(Enum):
+    data = "data"
+    zero = "zero"
+
+
+@dataclass
+class RBM(Family):
+    task: ClassVar[str] = "unsupervised"
+    generates: ClassVar[bool] = True
+
+    name: str = "rbm"
+    hidden: int = 500
+    k: int = 1  # Gibbs steps per update
+    persistent: bool = True  # PCD: negative chains carry over between batches (trainer.batch_size chains)
+    # data: visible biases start at log(p/(1-p)) of the training pixel means (Hinton's guide);
+    # zero: as the book's tutorial and scikit-learn
+    visible_bias_init: BiasInit = BiasInit.data
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_penalties("rbm", reg, ("l2",))
+        positive("model.hidden", cfg.hidden, "a positive number of hidden units")
+        positive("model.k", cfg.k, "1 or more Gibbs steps")
+        check_unit_interval("rbm", data, "its visible units are Bernoulli probabilities")
+
+    @staticmethod
+    def objective(model, spec):
+        return model.objective()
+
+    @staticmethod
+    def figures(model, data, plot_dir):
+        from dlx.models import rbm
+
+        return rbm.figures(model, data, plot_dir)
+
+    @staticmethod
+    def sample(model, run_dir, data, cfg, out_dir):
+        from dlx.models import rbm
+
+        return rbm.sample(model, run_dir, data, cfg, out_dir)
+
+
+def build(cfg, spec, reg, optimizer=None, trainer=None):
+    from dlx.models import rbm
+
+    return rbm.build(cfg, reg, spec, optimizer, trainer)

@@ -1,0 +1,19 @@
+"""Multinomial logistic regression: flatten -> one dense layer -> softmax (the book's first model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dlx.family import Family
+
+
+@dataclass
+class Softmax(Family):
+    name: str = "softmax"
+    zero_init: bool = False  # the book initialises W and b to zeros
+
+
+def build(cfg, spec, reg, optimizer=None, trainer=None):
+    from dlx.models import softmax
+
+    return softmax.build(cfg, reg, spec, optimizer, trainer)

@@ -1,0 +1,38 @@
+"""Word ids -> embedding -> (bidirectional) LSTM/GRU -> softmax; `lstm_sentiment` is its preset.
+
+Text datasets load as word ids for it: id 0 pads, 1 is any word outside the vocabulary, 2.. the
+`vocab_size - 2` most frequent training words, padded/truncated to `dataset.max_length`
+(`padding`, `truncating` pre/post, as `keras.utils.pad_sequences`); the padding is masked.
+Metrics: accuracy, and ROC AUC for two classes.
+Run: `dlx train model=lstm_sentiment dataset=imdb dataset.vocab_size=20000`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dlx.families._shared import Cell, RecurrentFamily, check_recurrent
+from dlx.family import positive
+
+
+@dataclass
+class TextClassifier(RecurrentFamily):
+    kinds: ClassVar[tuple] = ("words",)
+
+    name: str = "text_classifier"
+    cell: Cell = Cell.lstm
+    hidden: int = 64
+    embedding: int = 64
+    bidirectional: bool = True
+
+    @staticmethod
+    def check(cfg, reg, optimizer, data) -> None:
+        check_recurrent("text_classifier", cfg, reg)
+        positive("model.embedding", cfg.embedding, "a positive embedding size")
+
+
+def build(cfg, spec, reg, optimizer=None, trainer=None):
+    from dlx.models import text_classifier
+
+    return text_classifier.build(cfg, reg, spec, optimizer, trainer)

@@ -1,0 +1,41 @@
+"""Where the configs live and how Hydra learns the schemas: the command schemas, each group's
+schema (the model group's from the families, dlx/families/), and experiments/ as a group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore; group YAMLs name them in their defaults list."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from dlx import config, family
+
+    cs = ConfigStore.instance()
+    for command, node in config.COMMANDS.items():
+        cs.store(name=f"{command}_schema", node=node)
+    for group, node in config.SCHEMAS.items():
+        cs.store(group=f"schema/{group}", name="base", node=node)
+    for name, node in family.builtin().items():
+        cs.store(group="schema/model", name=name, node=node)
+    # experiments/*.yaml become the `experiment` group (`dlx train experiment=NAME`)
+    for path in sorted(experiments_dir().glob("*.yaml")):
+        cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def experiments_dir() -> Path:
+    """``experiments/`` of the source tree, or the copy the wheel carries inside the package."""
+    here = Path(__file__).resolve().parent
+    inside = here / "experiments"
+    return inside if inside.is_dir() else here.parent / "experiments"
+
+
+def conf_dir() -> Path:
+    """``conf/`` of the source tree, or the copy the wheel carries inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"dlx configs not found next to {here}")

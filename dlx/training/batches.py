@@ -1,0 +1,56 @@
+"""Batches as tf.data pipelines whose epoch e is a pure function of (seed, e): what makes a
+resumed run see exactly the batches of one that never stopped."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class EpochBatches(keras.callbacks.Callback):
+    """Training batches as a tf.data pipeline whose epoch e is a pure function of (seed, e).
+
+    Keras' array adapter does the same work (a permutation of indices per epoch, whole batches
+    gathered from the in-memory arrays), but its permutations depend on how many epochs the
+    process has run, so a run resumed at epoch k would see other batches than the run that was
+    never stopped. Here the epoch number lives in a variable that this callback sets at each
+    epoch's start, before Keras opens the epoch's iterator. Unshuffled, the same pipeline feeds
+    the validation and test splits, in order (`in_order`).
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int, shuffle: bool):
+        super().__init__()
+        n = len(keras.tree.flatten(y)[0])
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        arrays = tf.data.Dataset.from_tensors((x, y)).repeat()  # one copy of the data, not a graph constant
+
+        full, rest = divmod(n, batch_size)
+
+        def order(_):
+            indices = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                indices = tf.random.experimental.stateless_shuffle(indices, seed=tf.stack([tf.constant(seed, tf.int64), self.epoch.read_value()]))
+            # whole batches as rows of one reshaped tensor (what Keras does: far cheaper than
+            # batching n scalar elements), the partial batch after them
+            batches = tf.data.Dataset.from_tensor_slices(tf.reshape(indices[: full * batch_size], (full, batch_size)))
+            return batches.concatenate(tf.data.Dataset.from_tensors(indices[full * batch_size :])) if rest else batches
+
+        batches = tf.data.Dataset.range(1).flat_map(order).apply(tf.data.experimental.assert_cardinality(full + bool(rest)))
+        gather = lambda idx, xy: keras.tree.map_structure(lambda a: tf.gather(a, idx), xy)  # noqa: E731
+        dataset = tf.data.Dataset.zip((batches, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        # no static graph rewrites: they serialise the pipeline, the training arrays included, each
+        # time Keras opens an epoch's iterator (Keras' array adapter turns them off for this reason)
+        options = tf.data.Options()
+        options.experimental_optimization.apply_default_optimizations = False
+        # and no autotuner: where every core is busy (a parallel sweep) its re-planning thread
+        # stalls the training steps (benchmarks/results/sweeps.md); AUTOTUNE sizes take fixed defaults
+        options.autotune.enabled = False
+        self.dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
+
+
+def in_order(x, y, batch_size: int) -> tf.data.Dataset:
+    """A split batch by batch, in order, through the training batches' pipeline (validation, test)."""
+    return EpochBatches(x, y, batch_size, 0, shuffle=False).dataset
