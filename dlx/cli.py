@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The `dlx` console script: `main`, then exit. Start-up collects garbage less often (see
     `dlx.startup`). Everything alive at exit lives until the process ends, so it is kept out of
-    the interpreter's last garbage collections (with MLflow and Hydra loaded, those took ~0.8 s
-    after a joblib sweep had finished)."""
+    the interpreter's last garbage collections, which with MLflow and Hydra loaded are slow."""
     from dlx import startup
 
     startup.begin()

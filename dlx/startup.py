@@ -1,9 +1,8 @@
 """A dlx process's start-up: fewer garbage collections while the heavy modules load.
 
-Importing TensorFlow, Keras and MLflow makes ~600k objects that live as long as the process.
-With Python's default thresholds the collector keeps rescanning the growing heap meanwhile: 1.5 s
-of the ~4.9 s of CPU those imports take here (3.4 s with the collector off); a short `dlx train`
-spent 1.2 s in 1,700 collections, and 0.5 s in 190 with the start-up thresholds below.
+Importing TensorFlow, Keras and MLflow makes hundreds of thousands of objects that live as long
+as the process. With Python's default thresholds the collector keeps rescanning the growing heap
+meanwhile, a good share of a short `dlx train`'s CPU time (benchmarks/results/sweeps.md).
 
 `begin` (the `dlx` console script, a joblib worker's warm-up) makes young collections rarer; `end`
 brings back the thresholds the process had, once a job has imported what it needs and starts
@@ -17,8 +16,8 @@ from __future__ import annotations
 
 import gc
 
-# gen-0 collections every 100k allocations (default 700); measured on the imports above:
-# 3.6 s of CPU, against 4.9 s with the defaults and 3.4 s with no collection at all
+# gen-0 collections every 100k allocations (default 700): nearly the CPU time of no collection at
+# all while the imports run, with a collector still on (benchmarks/results/sweeps.md)
 STARTUP_THRESHOLDS = (100_000, 50, 100)
 
 _saved: tuple[int, ...] | None = None  # the thresholds `begin` replaced

@@ -327,9 +327,8 @@ def _retrying_mlflow_callback():
         """mlflow's Keras callback (optimizer params and the model summary at the start), with each
         epoch's metrics written at once, waiting out a store locked by a parallel job.
 
-        mlflow's own callback queues them for a background thread. Its errors escape any retry,
-        and that thread polls its queue with a 1 s timeout, so ending the run waited for it (half
-        a second on average, at the end of every run). A synchronous write takes ~5 ms."""
+        mlflow's own callback queues them for a background thread: its errors escape any retry,
+        and the end of every run waited for that thread's polling timeout."""
 
         def on_epoch_end(self, epoch, logs=None):
             if logs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -9,6 +10,32 @@ from typing import ClassVar, List, Optional
 
 from dlx.errors import DlxError
 from dlx.family import Family, check_penalties, check_unit_interval, flat_size, positive
+
+
+def from_models(module: str, function: str):
+    """A hook whose code is `dlx.models.<module>.<function>`, imported when first called (the
+    family module itself stays free of TensorFlow)."""
+
+    def hook(*args, **kwargs):
+        return getattr(importlib.import_module(f"dlx.models.{module}"), function)(*args, **kwargs)
+
+    return staticmethod(hook)
+
+
+def keras_builder(module: str):
+    """The `build(cfg, spec, reg, optimizer, trainer)` of a built-in family: its Keras code is
+    `dlx.models.<module>.build`, imported only when a model is built."""
+
+    def build(cfg, spec, reg, optimizer=None, trainer=None):
+        return importlib.import_module(f"dlx.models.{module}").build(cfg, reg, spec, optimizer, trainer)
+
+    build.__module__ = f"dlx.families.{module}"  # where `resolve` and the Keras-class import look
+    return build
+
+
+def model_objective(model, spec):
+    """The objective hook of a model that knows its own loss (the RBM, autoencoders)."""
+    return model.objective()
 
 
 class Cell(Enum):

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import ClassVar, List
 
 from dlx.errors import DlxError
+from dlx.families._shared import from_models, keras_builder, model_objective
 from dlx.family import Family, check_penalties, check_unit_interval, positive
 
 
@@ -64,24 +65,10 @@ class Autoencoder(Family):
         if str(cfg.loss) == "bce":
             check_unit_interval("autoencoder", data, "loss=bce compares with pixel intensities")
 
-    @staticmethod
-    def objective(model, spec):
-        return model.objective()
+    objective = staticmethod(model_objective)
 
-    @staticmethod
-    def figures(model, data, plot_dir):
-        from dlx.models import autoencoder
-
-        return autoencoder.figures(model, data, plot_dir)
-
-    @staticmethod
-    def sample(model, run_dir, data, cfg, out_dir):
-        from dlx.models import autoencoder
-
-        return autoencoder.sample(model, run_dir, data, cfg, out_dir)
+    figures = from_models("autoencoder", "figures")
+    sample = from_models("autoencoder", "sample")
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import autoencoder
-
-    return autoencoder.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("autoencoder")

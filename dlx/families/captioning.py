@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dlx.errors import DlxError
-from dlx.families._shared import Cell, RecurrentFamily
+from dlx.families._shared import Cell, RecurrentFamily, from_models, keras_builder
 from dlx.family import check_penalties, positive
 
 
@@ -39,26 +39,9 @@ class Captioning(RecurrentFamily):
         if cfg.bleu_images < 0:
             raise DlxError(f"model.bleu_images: expected a count >= 0, got {cfg.bleu_images}")
 
-    @staticmethod
-    def scores(model, data, cfg, split="test"):
-        from dlx.models import captioning
-
-        return captioning.scores(model, data, cfg, split)
-
-    @staticmethod
-    def figures(model, data, plot_dir):
-        from dlx.models import captioning
-
-        return captioning.figures(model, data, plot_dir)
-
-    @staticmethod
-    def sample(model, run_dir, data, cfg, out_dir):
-        from dlx.models import captioning
-
-        return captioning.sample(model, run_dir, data, cfg, out_dir)
+    scores = from_models("captioning", "scores")
+    figures = from_models("captioning", "figures")
+    sample = from_models("captioning", "sample")
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import captioning
-
-    return captioning.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("captioning")

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dlx.errors import DlxError
-from dlx.families._shared import Cell, RecurrentFamily, check_recurrent
+from dlx.families._shared import (
+    Cell,
+    RecurrentFamily,
+    check_recurrent,
+    from_models,
+    keras_builder,
+)
 from dlx.family import positive
 
 
@@ -40,26 +46,9 @@ class CharRNN(RecurrentFamily):
         if cfg.sample_every < 0 or cfg.sample_length < 1:
             raise DlxError(f"model.sample_every / sample_length: expected >= 0 / >= 1, got {cfg.sample_every} / {cfg.sample_length}")
 
-    @staticmethod
-    def callbacks(model, data, cfg, run_dir):
-        from dlx.models import char_rnn
-
-        return char_rnn.callbacks(model, data, cfg, run_dir)
-
-    @staticmethod
-    def figures(model, data, plot_dir):
-        from dlx.models import char_rnn
-
-        return char_rnn.figures(model, data, plot_dir)
-
-    @staticmethod
-    def sample(model, run_dir, data, cfg, out_dir):
-        from dlx.models import char_rnn
-
-        return char_rnn.sample(model, run_dir, data, cfg, out_dir)
+    callbacks = from_models("char_rnn", "callbacks")
+    figures = from_models("char_rnn", "figures")
+    sample = from_models("char_rnn", "sample")
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import char_rnn
-
-    return char_rnn.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("char_rnn")

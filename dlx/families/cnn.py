@@ -8,6 +8,7 @@ from typing import ClassVar, List
 
 from omegaconf import MISSING
 
+from dlx.families._shared import keras_builder
 from dlx.family import Family
 
 
@@ -34,7 +35,4 @@ class CNN(Family):
     activation: str = "relu"
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import cnn
-
-    return cnn.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("cnn")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, List
 
-from dlx.families._shared import PretrainConfig, check_stack
+from dlx.families._shared import PretrainConfig, check_stack, from_models, keras_builder
 from dlx.family import Family, positive
 
 
@@ -29,14 +29,7 @@ class DBN(Family):
         check_stack("dbn", cfg, reg, data)
         positive("model.pretrain.k", cfg.pretrain.k, "1 or more Gibbs steps")
 
-    @staticmethod
-    def sample(model, run_dir, data, cfg, out_dir):
-        from dlx.models import dbn
-
-        return dbn.sample(model, run_dir, data, cfg, out_dir)
+    sample = from_models("dbn", "sample")
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import dbn
-
-    return dbn.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("dbn")

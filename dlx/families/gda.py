@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from dlx.errors import DlxError
+from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties
 
 
@@ -38,7 +39,4 @@ class GDA(Family):
         return "statistics"
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import gda
-
-    return gda.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("gda")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
 
 
@@ -39,7 +40,4 @@ class LinearRegression(Family):
         return "statistics" if str(cfg.solver) == "normal_equation" else "steps"
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import linear_regression
-
-    return linear_regression.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("linear_regression")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dlx.errors import DlxError
+from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
 
 
@@ -39,7 +40,4 @@ class LogisticRegression(Family):
         return "full_batch" if str(optimizer.name) == "newton" else "steps"
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import logistic_regression
-
-    return logistic_regression.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("logistic_regression")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.families._shared import Cell, RecurrentFamily, check_recurrent
+from dlx.families._shared import Cell, RecurrentFamily, check_recurrent, keras_builder
 
 
 @dataclass
@@ -21,7 +21,4 @@ class LSTMRows(RecurrentFamily):
         check_recurrent("lstm_rows", cfg, reg)
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import lstm_rows
-
-    return lstm_rows.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("lstm_rows")

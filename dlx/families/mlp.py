@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
+from dlx.families._shared import keras_builder
 from dlx.family import Family
 
 
@@ -16,7 +17,4 @@ class MLP(Family):
     batch_norm: bool = False
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import mlp
-
-    return mlp.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("mlp")

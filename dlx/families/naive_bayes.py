@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from dlx.errors import DlxError
+from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
 
 
@@ -39,7 +40,4 @@ class NaiveBayes(Family):
         return "statistics"
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import naive_bayes
-
-    return naive_bayes.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("naive_bayes")

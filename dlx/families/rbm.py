@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from dlx.families._shared import from_models, keras_builder, model_objective
 from dlx.family import Family, check_penalties, check_unit_interval, positive
 
 
@@ -42,24 +43,10 @@ class RBM(Family):
         positive("model.k", cfg.k, "1 or more Gibbs steps")
         check_unit_interval("rbm", data, "its visible units are Bernoulli probabilities")
 
-    @staticmethod
-    def objective(model, spec):
-        return model.objective()
+    objective = staticmethod(model_objective)
 
-    @staticmethod
-    def figures(model, data, plot_dir):
-        from dlx.models import rbm
-
-        return rbm.figures(model, data, plot_dir)
-
-    @staticmethod
-    def sample(model, run_dir, data, cfg, out_dir):
-        from dlx.models import rbm
-
-        return rbm.sample(model, run_dir, data, cfg, out_dir)
+    figures = from_models("rbm", "figures")
+    sample = from_models("rbm", "sample")
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import rbm
-
-    return rbm.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("rbm")

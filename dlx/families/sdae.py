@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import List
 
 from dlx.errors import DlxError
-from dlx.families._shared import PretrainConfig, check_stack
+from dlx.families._shared import PretrainConfig, check_stack, keras_builder
 from dlx.family import Family
 
 
@@ -33,7 +33,4 @@ class SDAE(Family):
             raise DlxError(f"model.pretrain.corruption: expected fractions in [0, 1), got {list(levels)}")
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import sdae
-
-    return sdae.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("sdae")

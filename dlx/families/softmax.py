@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dlx.families._shared import keras_builder
 from dlx.family import Family
 
 
@@ -13,7 +14,4 @@ class Softmax(Family):
     zero_init: bool = False  # the book initialises W and b to zeros
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import softmax
-
-    return softmax.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("softmax")

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Optional
 
 from dlx.errors import DlxError
+from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
 
 
@@ -63,7 +64,4 @@ class SVM(Family):
         return multiclass_hinge, ["accuracy"]  # the hinge loss SMO minimises
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import svm
-
-    return svm.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("svm")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.families._shared import Cell, RecurrentFamily, check_recurrent
+from dlx.families._shared import Cell, RecurrentFamily, check_recurrent, keras_builder
 from dlx.family import positive
 
 
@@ -32,7 +32,4 @@ class TextClassifier(RecurrentFamily):
         positive("model.embedding", cfg.embedding, "a positive embedding size")
 
 
-def build(cfg, spec, reg, optimizer=None, trainer=None):
-    from dlx.models import text_classifier
-
-    return text_classifier.build(cfg, reg, spec, optimizer, trainer)
+build = keras_builder("text_classifier")

@@ -49,8 +49,8 @@ class Checkpoints(keras.callbacks.Callback):
 
     Both are snapshotted in memory at every epoch end (weights and optimizer state, well under a
     millisecond for small models) and written to disk at most every `interval_s` seconds and when
-    training ends. Keras' ModelCheckpoint writes a file per epoch, which on short epochs cost ~7 %
-    of dlx's throughput (benchmarks/results/overhead.md); a diverged run still gets its last good
+    training ends. Keras' ModelCheckpoint writes a file per epoch, which on short epochs costs
+    throughput (benchmarks/results/overhead.md); a diverged run still gets its last good
     epoch on disk, because the snapshot is taken before the weights went bad.
     """
 

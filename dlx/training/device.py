@@ -74,8 +74,8 @@ def jobs_at_once(n_jobs: int, cores: int) -> int:
 def threads_per_job(launcher: dict, env: dict[str, str] | None = None, cores: int | None = None) -> int | None:
     """CPU threads for each job of a parallel local sweep: the cores divided among the jobs that
     run at once (the launcher's `n_jobs`; joblib's -1 = all cores). Two jobs that each start
-    TensorFlow's thread pools as large as the machine slow each other down (on 2 cores, 8 small
-    MLP jobs spent 26 % longer in `fit` than with one thread each). None (TensorFlow's default)
+    TensorFlow's thread pools as large as the machine slow each other down
+    (benchmarks/results/sweeps.md). None (TensorFlow's default)
     for one job at a time, for the in-process launcher, and under Slurm (its `cpus_per_task`)."""
     env = os.environ if env is None else env
     n_jobs = launcher.get("n_jobs")
@@ -175,9 +175,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
     if gc.get_freeze_count() == 0:
         # The first job in this process: no model to free yet. What exists now (mostly the imported
-        # modules, ~600k objects with TensorFlow and MLflow) lives as long as the process, so the
-        # garbage collector stops scanning it; each later job's collection then takes milliseconds
-        # instead of ~0.4 s.
+        # modules) lives as long as the process, so the garbage collector stops scanning it and
+        # each later job's collection stays short (benchmarks/results/sweeps.md).
         gc.freeze()
         keras.backend.clear_session(free_memory=False)
     else:

@@ -30,7 +30,7 @@ class ResumeState(keras.callbacks.Callback):
     continued run trains on exactly what the uninterrupted one would have.
 
     The arrays are copied on the training thread and written by one background thread while the
-    next epoch trains (a few MB per epoch were ~3 % of an MLP's epoch time on Fashion-MNIST); one
+    next epoch trains (writing them in line slowed short epochs); one
     write is in flight at most, in epoch order, and training ends only after the last one.
     """
 
