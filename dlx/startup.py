@@ -2,7 +2,7 @@
 
 Importing TensorFlow, Keras and MLflow makes hundreds of thousands of objects that live as long
 as the process. With Python's default thresholds the collector keeps rescanning the growing heap
-meanwhile, a good share of a short `dlx train`'s CPU time (benchmarks/results/sweeps.md).
+meanwhile, a good share of a short `dlx train`'s CPU time.
 
 `begin` (the `dlx` console script, a joblib worker's warm-up) makes young collections rarer; `end`
 brings back the thresholds the process had, once a job has imported what it needs and starts
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import gc
 
-# gen-0 collections every 100k allocations (default 700): nearly the CPU time of no collection at
-# all while the imports run, with a collector still on (benchmarks/results/sweeps.md)
+# gen-0 collections every 100k allocations (default 700): while the imports run, nearly as cheap
+# as no collection at all, with the collector still on
 STARTUP_THRESHOLDS = (100_000, 50, 100)
 
 _saved: tuple[int, ...] | None = None  # the thresholds `begin` replaced

@@ -176,7 +176,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if gc.get_freeze_count() == 0:
         # The first job in this process: no model to free yet. What exists now (mostly the imported
         # modules) lives as long as the process, so the garbage collector stops scanning it and
-        # each later job's collection stays short (benchmarks/results/sweeps.md).
+        # each later job's collection stays short.
         gc.freeze()
         keras.backend.clear_session(free_memory=False)
     else:
