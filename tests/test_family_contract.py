@@ -256,3 +256,23 @@ def test_a_bad_dataset_loader_is_one_line(user_folder):
     assert proc.returncode == 2
     assert "dataset._target_: my_data.worse.load returned list, expected dlx.data.types.Data" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_hydra_flags_and_their_values_are_not_overrides():
+    from dlx.commands.train import split_hydra_flags
+
+    args = ["--config-dir", "my_conf", "model=tiny", "-m", "resume=outputs/x", "--cfg", "job", "-cd=other"]
+    assert split_hydra_flags(args) == (["model=tiny", "resume=outputs/x"],
+                                       ["--config-dir", "my_conf", "-m", "--cfg", "job", "-cd=other"])
+
+
+@pytest.mark.slow
+def test_a_run_of_your_own_family_resumes_with_its_config_dir(user_folder):
+    assert run_dlx(user_folder, "train", "--config-dir", "my_conf", "model=tiny", "trainer.epochs=2", "logger=none").returncode == 0
+    run = only_run(user_folder)
+    (run / "metrics.json").unlink()  # as if killed before it finished
+    again = run_dlx(user_folder, "train", "--config-dir", "my_conf", f"resume={run}")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+    changed = run_dlx(user_folder, "train", "--config-dir", "my_conf", f"resume={run}", "model.hidden=8")
+    assert changed.returncode == 2 and "the config differs from the run's at model.hidden (64 -> 8)" in changed.stderr

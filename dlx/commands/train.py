@@ -70,7 +70,8 @@ def resume_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     from dlx import schemas
     from dlx.tracking import flatten
 
-    value = next(a.split("=", 1)[1] for a in args if a.startswith("resume="))
+    overrides, flags = split_hydra_flags(args)
+    value = next(a.split("=", 1)[1] for a in overrides if a.startswith("resume="))
     if value[:1] == "'" and value[-1:] == "'":  # quoted by quote_paths
         value = value[1:-1].replace("\\'", "'")
     if value.lower() in ("true", "false", "null", ""):
@@ -85,16 +86,48 @@ def resume_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     overrides_file = run / ".hydra" / "overrides.yaml"
     before = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     before = [o for o in before or [] if not o.startswith("resume=")]
-    task = before + [a for a in args if not a.startswith(("hydra.", "hydra/", "-")) and a not in before]
+    task = before + [a for a in overrides if not a.startswith(("hydra.", "hydra/")) and a not in before]
+    own = _flag_value(flags, ("--config-dir", "-cd"))  # your own config groups (a family of your own)
+    search = [f"hydra.searchpath=[file://{Path(own).expanduser().resolve()}]"] if own else []
     with initialize_config_dir(config_dir=str(schemas.conf_dir()), version_base="1.3"):
-        composed = plain(compose(config_name="train", overrides=task))
+        composed = plain(compose(config_name="train", overrides=task + search))
     now, then = flatten(composed), flatten(saved)
     changed = [k for k in sorted(set(now) | set(then)) if k != "resume" and now.get(k) != then.get(k)]
     if changed:
         k = changed[0]
         raise DlxError(f"resume={value}: the config differs from the run's at {k} ({then.get(k)!r} -> {now.get(k)!r}); "
                        "a resumed run keeps the config it was started with")
-    return task + [f"hydra.run.dir={run}"], [a for a in args if a.startswith(("hydra.", "hydra/", "-"))]
+    return task + [f"hydra.run.dir={run}"], [a for a in overrides if a.startswith(("hydra.", "hydra/"))] + flags
+
+
+# Hydra's command-line flags that take a value (`--config-dir DIR`, `-cd DIR`, `--cfg job`)
+VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--cfg", "-c", "--package", "-p",
+               "--experimental-rerun")
+
+
+def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """(key=value overrides, Hydra's flags with their values) of a command line."""
+    overrides, flags, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):
+            takes_value = arg in VALUE_FLAGS and i + 1 < len(args)
+            flags += args[i:i + 2] if takes_value else [arg]
+            i += 2 if takes_value else 1
+        else:
+            overrides.append(arg)
+            i += 1
+    return overrides, flags
+
+
+def _flag_value(flags: list[str], names: tuple[str, ...]) -> str | None:
+    for i, flag in enumerate(flags):
+        if flag in names and i + 1 < len(flags):
+            return flags[i + 1]
+        for name in names:
+            if flag.startswith(name + "="):
+                return flag.split("=", 1)[1]
+    return None
 
 
 def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
