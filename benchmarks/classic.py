@@ -53,9 +53,10 @@ def run_row(family: str, dataset: list[str], overrides: list[str], repeat: int, 
     from conftest import tiny_cfg
 
     from dlx.commands.train import train
+    from dlx.config import ns
+    from dlx.family import resolve
 
     if "regularization.l2=sklearn" in overrides:  # l2 = 1 / (2 n): the objective of scikit-learn's default C = 1
-        from dlx.config import ns
         from dlx.data import datasets
 
         n = len(datasets.load(ns(tiny_cfg(*dataset)["dataset"])).train)
@@ -80,7 +81,8 @@ def run_row(family: str, dataset: list[str], overrides: list[str], repeat: int, 
         score = est.score(test_x, data.test.y.ravel() if data.spec.task == "regression" else data.test.y)
     warm = None
     model = objects["model"]
-    if getattr(model, "passes", None) == 1:  # the statistics pass again, its tf.function already traced
+    cfg = tiny_cfg(*common)
+    if resolve(cfg["model"]).fit_mode(ns(cfg["model"]), ns(cfg["optimizer"])) == "statistics":  # the pass again, already traced
         warm = float("inf")
         for _ in range(repeat):
             model.reset_statistics()

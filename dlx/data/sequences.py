@@ -56,7 +56,7 @@ def windows(ids: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _chars(cfg):
-    from dlx.data import types as datasets
+    from dlx.data import types
     from dlx.data.download import cache_dir
 
     if cfg.path:
@@ -78,9 +78,9 @@ def _chars(cfg):
         if len(x) == 0:
             raise DataError(f"{path}: its {name} part has {len(part)} characters, too few for one window of "
                             f"dataset.seq_length={cfg.seq_length} (+1 target); use a longer text or a shorter seq_length")
-    spec = datasets.DataSpec(cfg.name, (cfg.seq_length,), len(vocabulary), vocabulary, 1.0, scaling="none", kind="chars")
-    split = datasets.Split
-    return datasets.Data(split(*train), split(*val), split(*val), spec, str(path))
+    spec = types.DataSpec(cfg.name, (cfg.seq_length,), len(vocabulary), vocabulary, 1.0, scaling="none", kind="chars")
+    split = types.Split
+    return types.Data(split(*train), split(*val), split(*val), spec, str(path))
 
 
 # --------------------------------------------------------------------------- captions
@@ -147,7 +147,7 @@ def _caption_split(arrays, part: str, vocab_size: int, h5: Path):
 
 
 def _captions(cfg):
-    from dlx.data import types as datasets
+    from dlx.data import types
 
     if not cfg.path:
         raise DlxError("dataset.path: coco_captions needs the directory of coco2014_captions.h5 and coco2014_vocab.json")
@@ -160,11 +160,11 @@ def _captions(cfg):
 
     def split(part: str):
         features, captions, images = parts[part]
-        return datasets.Split({"features": features[images], "captions": captions[:, :-1]}, captions[:, 1:])
+        return types.Split({"features": features[images], "captions": captions[:, :-1]}, captions[:, 1:])
 
-    spec = datasets.DataSpec(cfg.name, (parts["train"][0].shape[1],), len(words), words, 1.0, scaling="none", kind="captions")
+    spec = types.DataSpec(cfg.name, (parts["train"][0].shape[1],), len(words), words, 1.0, scaling="none", kind="captions")
     val = split("val")
-    return datasets.Data(split("train"), val, val, spec, str(h5), extra={"images": parts})
+    return types.Data(split("train"), val, val, spec, str(h5), extra={"images": parts})
 
 
 LOADERS = {"tinyshakespeare": _chars, "coco_captions": _captions}
