@@ -33,9 +33,16 @@ def keras_builder(module: str):
     return build
 
 
-def model_objective(model, spec):
-    """The objective hook of a model that knows its own loss (the RBM, autoencoders)."""
-    return model.objective()
+@dataclass
+class Unsupervised(Family):
+    """A model of its inputs alone (labels unused) that knows its own loss and draws samples."""
+
+    task: ClassVar[str] = "unsupervised"
+    generates: ClassVar[bool] = True
+
+    @staticmethod
+    def objective(model, spec):
+        return model.objective()
 
 
 class Cell(Enum):
@@ -46,8 +53,10 @@ class Cell(Enum):
 
 @dataclass
 class RecurrentFamily(Family):
-    # a recurrent step is a loop already: several per call gained nothing (benchmarks/results/sequence.md)
+    # a recurrent step is a loop already: running several per call did not make it faster
     steps_per_execution: ClassVar[int] = 1
+
+    cell: Cell = Cell.lstm  # rnn (Elman, tanh), lstm or gru
 
 
 def check_recurrent(family: str, cfg, reg) -> None:

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, List
+from typing import List
 
 from dlx.errors import DlxError
-from dlx.families._shared import from_models, keras_builder, model_objective
-from dlx.family import Family, check_penalties, check_unit_interval, positive
+from dlx.families._shared import (
+    Unsupervised,
+    from_models,
+    keras_builder,
+)
+from dlx.family import check_penalties, check_unit_interval, positive
 
 
 class Noise(Enum):
@@ -31,10 +35,7 @@ class ReconstructionLoss(Enum):
 
 
 @dataclass
-class Autoencoder(Family):
-    task: ClassVar[str] = "unsupervised"
-    generates: ClassVar[bool] = True
-
+class Autoencoder(Unsupervised):
     name: str = "autoencoder"
     hidden: List[int] = field(default_factory=lambda: [256])
     activation: str = "sigmoid"
@@ -65,7 +66,6 @@ class Autoencoder(Family):
         if str(cfg.loss) == "bce":
             check_unit_interval("autoencoder", data, "loss=bce compares with pixel intensities")
 
-    objective = staticmethod(model_objective)
 
     figures = from_models("autoencoder", "figures")
     sample = from_models("autoencoder", "sample")

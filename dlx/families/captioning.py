@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dlx.errors import DlxError
-from dlx.families._shared import Cell, RecurrentFamily, from_models, keras_builder
+from dlx.families._shared import RecurrentFamily, from_models, keras_builder
 from dlx.family import check_penalties, positive
 
 
@@ -24,7 +24,6 @@ class Captioning(RecurrentFamily):
     generates: ClassVar[bool] = True
 
     name: str = "captioning"
-    cell: Cell = Cell.lstm
     hidden: int = 512
     embedding: int = 256  # word vector size
     beam_width: int = 1  # decoding for BLEU and `dlx sample`; 1 = greedy

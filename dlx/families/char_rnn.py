@@ -15,7 +15,6 @@ from typing import ClassVar
 
 from dlx.errors import DlxError
 from dlx.families._shared import (
-    Cell,
     RecurrentFamily,
     check_recurrent,
     from_models,
@@ -30,7 +29,6 @@ class CharRNN(RecurrentFamily):
     generates: ClassVar[bool] = True
 
     name: str = "char_rnn"
-    cell: Cell = Cell.lstm
     layers: int = 2
     hidden: int = 256
     embedding: int = 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.families._shared import Cell, RecurrentFamily, check_recurrent, keras_builder
+from dlx.families._shared import RecurrentFamily, check_recurrent, keras_builder
 
 
 @dataclass
@@ -13,7 +13,6 @@ class LSTMRows(RecurrentFamily):
     kinds: ClassVar[tuple] = ("image",)
 
     name: str = "lstm_rows"
-    cell: Cell = Cell.lstm
     hidden: int = 128
 
     @staticmethod

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar
 
-from dlx.families._shared import from_models, keras_builder, model_objective
-from dlx.family import Family, check_penalties, check_unit_interval, positive
+from dlx.families._shared import (
+    Unsupervised,
+    from_models,
+    keras_builder,
+)
+from dlx.family import check_penalties, check_unit_interval, positive
 
 
 class BiasInit(Enum):
@@ -24,10 +27,7 @@ class BiasInit(Enum):
 
 
 @dataclass
-class RBM(Family):
-    task: ClassVar[str] = "unsupervised"
-    generates: ClassVar[bool] = True
-
+class RBM(Unsupervised):
     name: str = "rbm"
     hidden: int = 500
     k: int = 1  # Gibbs steps per update
@@ -43,7 +43,6 @@ class RBM(Family):
         positive("model.k", cfg.k, "1 or more Gibbs steps")
         check_unit_interval("rbm", data, "its visible units are Bernoulli probabilities")
 
-    objective = staticmethod(model_objective)
 
     figures = from_models("rbm", "figures")
     sample = from_models("rbm", "sample")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.families._shared import Cell, RecurrentFamily, check_recurrent, keras_builder
+from dlx.families._shared import RecurrentFamily, check_recurrent, keras_builder
 from dlx.family import positive
 
 
@@ -21,7 +21,6 @@ class TextClassifier(RecurrentFamily):
     kinds: ClassVar[tuple] = ("words",)
 
     name: str = "text_classifier"
-    cell: Cell = Cell.lstm
     hidden: int = 64
     embedding: int = 64
     bidirectional: bool = True
