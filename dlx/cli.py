@@ -125,7 +125,7 @@ def run_hydra(command: str, args: list[str]) -> int:
 
     failures: list[str] = []
 
-    @hydra.main(version_base="1.3", config_path=str(schemas.conf_dir()), config_name=command)
+    @hydra.main(version_base="1.3", config_path=str(schemas.command_conf_dir(command)), config_name=command)
     def task(cfg):  # type: ignore[no-untyped-def]
         module = importlib.import_module(f"dlx.commands.{command}")
         try:

@@ -331,7 +331,7 @@ class ServeConfig:
 
 @dataclass
 class PromoteConfig:
-    run: str = MISSING  # the candidate: a finished training run directory
+    run: str = MISSING  # the candidate: a finished training run directory, or runs:/RUN_ID of the tracking server
     name: str = "dlx"  # the registered model's name in MLflow's model registry
     alias: str = "champion"
     tracking_uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db

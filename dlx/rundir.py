@@ -29,6 +29,11 @@ def open_run(run: str) -> tuple[Path, dict]:
 
 def load_model(path: Path, cfg: dict, spec):
     """The run's model, compiled with the same loss and metrics as in training (no optimizer)."""
+    return load_keras(path / "model.keras", cfg, spec)
+
+
+def load_keras(model_file: Path, cfg: dict, spec):
+    """A run's Keras model file, with the family's Keras classes registered, compiled as in training."""
     import keras
 
     from dlx import models
@@ -36,7 +41,7 @@ def load_model(path: Path, cfg: dict, spec):
 
     family = resolve(cfg["model"], "run model")
     models.import_keras_code(family)  # registers the family's Keras classes
-    model = keras.saving.load_model(path / "model.keras", compile=False)
+    model = keras.saving.load_model(model_file, compile=False)
     models.compile(model, spec, objective=family.objective(model, spec))
     return model
 

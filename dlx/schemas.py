@@ -39,3 +39,12 @@ def conf_dir() -> Path:
         if (candidate / "train.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"dlx configs not found next to {here}")
+
+
+# commands whose keys share a name with a config group of conf/ (`dlx serve model=models:/...` is
+# the registered model, not the model group): their YAML lives apart, where no group is seen
+STANDALONE = ("serve",)
+
+
+def command_conf_dir(command: str) -> Path:
+    return conf_dir() / "_standalone" if command in STANDALONE else conf_dir()

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -104,24 +105,72 @@ def tensorboard_text(log_dir: Path, tag: str, path: Path, step: int) -> None:
 
 def experiment_id(uri: str, name: str) -> str:
     """The MLflow experiment `name` in store `uri`, created if needed. With an SQLite store its
-    artifacts go next to the database instead of ./mlruns of whichever directory."""
+    artifacts go next to the database instead of ./mlruns of whichever directory, and the store
+    is created (or checked) by one process at a time: several jobs starting at once against a new
+    store would otherwise each run MLflow's schema migrations on it."""
     from mlflow.tracking import MlflowClient
 
     store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
-    if store is not None:
-        store.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(uri)
-    found = retry_locked(lambda: client.get_experiment_by_name(name))
-    if found is not None:
-        return found.experiment_id
-    location = (store / "mlartifacts").resolve().as_uri() if store is not None else None
+    with store_lock(uri):
+        try:
+            client = MlflowClient(uri)  # opening an SQLite store creates or migrates its tables
+            found = retry_locked(lambda: client.get_experiment_by_name(name))
+        except Exception as exc:
+            if store is None:
+                raise
+            _repair_store(Path(uri.removeprefix("sqlite:///")), exc)
+            client = MlflowClient(uri)
+            found = retry_locked(lambda: client.get_experiment_by_name(name))
+        if found is not None:
+            return found.experiment_id
+        location = (store / "mlartifacts").resolve().as_uri() if store is not None else None
+        try:
+            return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
+        except Exception:  # another process (a server's client, another host) created it first
+            found = retry_locked(lambda: client.get_experiment_by_name(name))
+            if found is None:
+                raise
+            return found.experiment_id
+
+
+@contextmanager
+def store_lock(uri: str):
+    """An exclusive lock next to an SQLite store (`<db>.lock`) while it is created or checked."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _repair_store(db: Path, exc: Exception) -> None:
+    """A store that MLflow cannot open: one left half-created by a process killed while making it
+    holds no run and is made again; one that holds runs is left alone, with one line."""
+    import sqlite3
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     try:
-        return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
-    except Exception:  # another job of the sweep created it first
-        found = retry_locked(lambda: client.get_experiment_by_name(name))
-        if found is None:
-            raise
-        return found.experiment_id
+        with sqlite3.connect(db) as conn:
+            runs = conn.execute("select count(*) from runs").fetchone()[0]
+    except sqlite3.Error:
+        runs = 0  # no runs table: the schema was never completed
+    if runs:
+        raise DlxError(f"{db}: MLflow cannot open this tracking store ({first}); it holds {runs} run(s), so it is left as it "
+                       f"is: back it up, then `mlflow db upgrade sqlite:///{db}` or move it away")
+    log.warning("%s: an incomplete MLflow store without runs (%s); making it again", db, first)
+    # emptied in place, not deleted: MLflow keeps its engine (and open connections) per store URI
+    with sqlite3.connect(db) as conn:
+        tables = [row[0] for row in conn.execute("select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")]
+        for table in tables:
+            conn.execute(f'drop table if exists "{table}"')
 
 
 def hparams(cfg: dict, overrides: list[str]) -> dict[str, Any]:
@@ -144,6 +193,51 @@ def hparams(cfg: dict, overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def provenance(directory: Path | None = None) -> dict[str, Any]:
+    """What produced a run: the git commit of the working directory (and whether it had
+    uncommitted changes) when it is a repository, and the versions of dlx, Python, TensorFlow,
+    Keras and MLflow (read from the installed packages: nothing is imported)."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dlx import __version__
+
+    out: dict[str, Any] = {"dlx_version": __version__, "python_version": platform.python_version()}
+    for package in ("tensorflow", "keras", "mlflow"):
+        try:
+            out[f"{package}_version"] = version(package)
+        except PackageNotFoundError:
+            pass
+    where = str(directory or Path.cwd())
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                                    capture_output=True, text=True, timeout=10)
+            out["git_commit"] = commit.stdout.strip()
+            out["git_dirty"] = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):  # no git here: no commit to record
+        pass
+    return out
+
+
+def provenance_tags(record: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of `provenance()`: the commit under MLflow's own tag (the UI links it)."""
+    tags = {f"dlx.{k}": str(v) for k, v in record.items() if k not in ("git_commit",)}
+    if "git_commit" in record:
+        tags["mlflow.source.git.commit"] = record["git_commit"]
+    return tags
+
+
+def installed_packages() -> str:
+    """`pip freeze` of the running environment, from its package metadata."""
+    from importlib.metadata import distributions
+
+    names = {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
+    return "\n".join(sorted(names, key=str.lower)) + "\n"
+
+
 class Tracker:
     def __init__(self, cfg: dict, run_dir: Path, run_name: str, *, resume_run_id: str | None = None,
                  overrides: list[str] | None = None):
@@ -154,10 +248,14 @@ class Tracker:
         self.hparams = hparams(cfg, overrides or [])
         self.run_id: str | None = None
         self.uri: str | None = None
+        self.experiment = self.mlflow_cfg["experiment"]
+        self.provenance = provenance()
         self._phase_writer = None
         if self.mlflow_cfg["enabled"]:
             try:
                 self._start_mlflow(cfg, run_name, resume_run_id)
+            except DlxError:
+                raise
             except Exception as exc:  # unreachable server, unknown scheme, unwritable store, ...
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise DlxError(f"logger.mlflow: cannot use tracking store {self.uri}: {first}") from None
@@ -174,6 +272,7 @@ class Tracker:
             self.run_id = run.info.run_id
             return
         tags = {k: str(v) for k, v in cfg.get("tags", {}).items()} | {"dlx.run_dir": str(self.run_dir.resolve())}
+        tags |= provenance_tags(self.provenance)
         sweep_dir = sweep_dir_of_job()
         parent = parent_run(sweep_dir)
         if sweep_dir is not None:
@@ -186,6 +285,29 @@ class Tracker:
         self.run_id = run.info.run_id
         params = {k: str(v) for k, v in flatten(cfg).items()}
         retry_locked(lambda: mlflow.log_params(params))
+        retry_locked(lambda: mlflow.log_text(installed_packages(), "requirements.txt"))
+
+    def write_run_json(self) -> None:
+        """<run>/run.json: where the run is tracked and what produced it (dlx promote reads it)."""
+        record = {"mlflow": {"run_id": self.run_id, "tracking_uri": self.uri, "experiment": self.experiment},
+                  **self.provenance}
+        (self.run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    def log_model(self, spec, task: str, raw_example) -> None:
+        """The run's model as an MLflow model (dlx/mlflow_model.py), or a tag saying why not."""
+        if self.run_id is None:
+            return
+        import mlflow
+
+        from dlx import mlflow_model
+
+        why_not = mlflow_model.should_log(spec, task)
+        if why_not is not None:
+            log.info("mlflow: model.keras kept as an artifact, no MLflow model: %s", why_not)
+            retry_locked(lambda: mlflow.set_tag("dlx.mlflow_model", f"none: {why_not}"))
+            return
+        retry_locked(lambda: mlflow_model.log_model(self.run_dir, spec, raw_example))
+        retry_locked(lambda: mlflow.set_tag("dlx.mlflow_model", "model (pyfunc)"))
 
     # ------------------------------------------------------------------ callbacks
     def callbacks(self) -> list:

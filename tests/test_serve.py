@@ -336,9 +336,9 @@ def trained(where: Path, *overrides: str) -> Path:
     from dlx.commands.train import train
 
     cfg = tiny_cfg(*overrides)
-    train(cfg, where)
-    (where / ".hydra").mkdir(exist_ok=True)
+    (where / ".hydra").mkdir(parents=True, exist_ok=True)  # first, as Hydra does: MLflow gets it as an artifact
     OmegaConf.save(OmegaConf.create(cfg), where / ".hydra/config.yaml")
+    train(cfg, where)
     return where
 
 
@@ -352,8 +352,10 @@ def test_promotion_refuses_a_worse_model_and_the_server_follows_the_champion(dlx
     from dlx.serve.auth import KeyStore
 
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
-    worse = trained(tmp_path / "worse", "trainer.epochs=1", "optimizer.lr=1e-5")
-    first = promote(str(run_dir), tracking_uri=uri)
+    tracked = ("logger=mlflow", f"logger.mlflow.tracking_uri={uri}")  # the registry registers tracked runs
+    good = trained(tmp_path / "good", "trainer.epochs=5", *tracked)
+    worse = trained(tmp_path / "worse", "trainer.epochs=1", "optimizer.lr=1e-5", *tracked)
+    first = promote(str(good), tracking_uri=uri)
     assert first["version"] == "1"
     with pytest.raises(DlxError) as err:
         promote(str(worse), tracking_uri=uri)
@@ -367,7 +369,7 @@ def test_promotion_refuses_a_worse_model_and_the_server_follows_the_champion(dlx
     with TestClient(create_app("models:/dlx@champion", settings)) as client:
         assert call(client, "/v1/models").json()["models"][0]["registry_version"] == "1"
         assert call(client, "/v1/reload", {}).json()["changed"] is False
-        again = promote(str(run_dir), tracking_uri=uri)  # as good as the champion: allowed
+        again = promote(str(good), tracking_uri=uri)  # as good as the champion: allowed
         assert again["version"] == "2"
         reloaded = call(client, "/v1/reload", {}).json()
         assert reloaded["changed"] is True and reloaded["registry_version"] == "2"

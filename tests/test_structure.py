@@ -15,7 +15,7 @@ PACKAGE = ROOT / "dlx"
 LAYERS = [
     ("dlx", "dlx.errors", "dlx.config", "dlx.startup", "dlx.storage"),
     ("dlx.family", "dlx.families", "dlx.data", "dlx.models", "dlx.plots"),
-    ("dlx.training", "dlx.tracking", "dlx.rundir", "dlx.serve", "dlx.sweeps"),
+    ("dlx.training", "dlx.tracking", "dlx.rundir", "dlx.mlflow_model", "dlx.serve", "dlx.sweeps"),
     ("dlx.commands", "dlx.cli", "dlx.schemas"),
 ]
 

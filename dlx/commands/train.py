@@ -27,7 +27,7 @@ def discard_run_dir_on_error(run_dir: Path, keep: bool = False):
         if keep:
             raise
         shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-        for name in ("train.log", "data_spec.json"):
+        for name in ("train.log", "data_spec.json", "run.json"):
             (run_dir / name).unlink(missing_ok=True)
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -169,6 +169,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
 
         tracker = Tracker(cfg, run_dir, run_name(), overrides=task_overrides(),
                           resume_run_id=(state or {}).get("mlflow_run_id"))
+        tracker.write_run_json()
         trial = sweeps.job_trial(cfg.get("sweep"), tracking.sweep_dir_of_job() or run_dir.parent)
 
     from dlx import models, plots
@@ -238,7 +239,10 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         for fig, png in plots.run_figures(family, model, data, result, plot_dir, test_batches).items():
             tracker.log_image(fig, png, step=result.epochs_run)
         artifacts = [run_dir / ".hydra", run_dir / "metrics.json", run_dir / "data_spec.json", run_dir / "model.keras",
-                     run_dir / PRETRAINED_FILE, plot_dir]
+                     run_dir / "run.json", run_dir / PRETRAINED_FILE, plot_dir]
+        from dlx.mlflow_model import example_inputs
+
+        tracker.log_model(data.spec, family.task, example_inputs(data))
         tracker.finish(metrics, artifacts, pruned=pruned_at is not None)
         shutil.rmtree(state_file.resume_dir(run_dir), ignore_errors=True)  # finished: best/last .keras remain
     except Preempted as exc:

@@ -74,3 +74,15 @@ def scale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
     if spec.scaling == "zscore":
         x = (x - np.float32(spec.mean)) / np.float32(spec.std)
     return x
+
+
+def unscale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """Model inputs -> raw inputs (the inverse of `scale`): what a user would send for them."""
+    x = np.asarray(x, dtype=np.float64)
+    if spec.scaling == "none":
+        return x
+    if spec.kind != "image":
+        return x * np.asarray(spec.spread) + np.asarray(spec.offset)
+    if spec.scaling == "zscore":
+        x = x * spec.std + spec.mean
+    return x * spec.pixel_max
