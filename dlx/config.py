@@ -61,11 +61,6 @@ class Direction(Enum):
     maximize = "maximize"
 
 
-class Sampler(Enum):
-    tpe = "tpe"
-    random = "random"
-
-
 class Pruner(Enum):
     none = "none"
     median = "median"  # stop a trial whose value at epoch k is worse than the median of earlier trials at k
@@ -224,12 +219,15 @@ class SweepConfig:
     direction: Optional[Direction] = None
     n_trials: int = 20
     n_jobs: int = 1  # trials launched together (run in parallel by a parallel launcher)
-    sampler: Sampler = Sampler.tpe
+    # tpe | random | cmaes | grid | qmc | gp, or {_target_: optuna.samplers.NAME, ...its arguments};
+    # tpe with n_jobs > 1 uses constant_liar (trials running at once do not all try the same point)
+    sampler: Any = "tpe"
     seed: int = 0
     pruner: Pruner = Pruner.none
     startup_trials: int = 2  # pruner=median: trials that are never pruned, to build the median
     warmup_epochs: int = 1  # pruner=median: epochs of every trial that are never pruned
-    # null = sqlite:///<sweep dir>/optuna.db; an RDB URL (postgresql://...) for jobs on many hosts
+    # null = sqlite:///<sweep dir>/optuna.db; an RDB URL (postgresql://...) or journal:PATH (a journal
+    # file, safe on NFS: Optuna's advice for many processes on many hosts)
     storage: Optional[str] = None
     resume: bool = False  # continue the study in hydra.sweep.dir (finished trials kept)
     # search space: config key -> {type: float|int|categorical, low, high, log, step, choices}

@@ -15,6 +15,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from dlx.errors import DlxError
 from dlx.tracking import PARENT_FILE, parent_run, retry_locked
 
 log = logging.getLogger(__name__)
@@ -140,14 +141,30 @@ def summarize(sweep_dir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- Optuna
+STORAGE_SCHEMES = ("sqlite:", "postgresql", "mysql", "journal:")
+
+
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
-    return storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+    if not storage:
+        return f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+    if not str(storage).startswith(STORAGE_SCHEMES):
+        raise DlxError(f"sweep.storage: expected sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, got '{storage}'")
+    if storage.startswith("journal:"):  # an absolute path, the same for every job wherever it runs
+        path = storage.removeprefix("journal:")
+        return "journal:" + str(Path(path[2:] if path.startswith("//") else path).expanduser().resolve())
+    return storage
 
 
 def open_storage(url: str):
-    """An Optuna RDB storage; SQLite waits up to a minute for a lock instead of failing."""
+    """Optuna's storage: a journal file, or an RDB (SQLite waits up to a minute for a lock)."""
     import optuna
 
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
@@ -171,11 +188,62 @@ def make_pruner(sweep_cfg):
     return optuna.pruners.NopPruner()
 
 
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "grid": "GridSampler",
+            "qmc": "QMCSampler", "gp": "GPSampler"}
+
+
 def make_sampler(sweep_cfg):
+    """The study's sampler: a name from SAMPLERS, or `{_target_: optuna.samplers.NAME, ...}` with
+    its arguments (only Optuna's samplers). `seed` is passed where the sampler takes one."""
+    import importlib.util
+    import inspect
+
     import optuna
 
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    return samplers[enum_name(sweep_cfg["sampler"])](seed=int(sweep_cfg["seed"]))
+    chosen = sweep_cfg["sampler"]
+    if hasattr(chosen, "items"):
+        kwargs = {str(k): v for k, v in dict(chosen).items()}
+        target = str(kwargs.pop("_target_", ""))
+        name = target.removeprefix("optuna.samplers.") if target.startswith("optuna.samplers.") else None
+    else:
+        kwargs, name = {}, SAMPLERS.get(str(getattr(chosen, "name", chosen)))
+    if name not in SAMPLERS.values():
+        raise DlxError(f"sweep.sampler: expected one of {', '.join(SAMPLERS)} or {{_target_: optuna.samplers.NAME}} with NAME one of "
+                       f"{', '.join(SAMPLERS.values())}; got {chosen}")
+    cls = getattr(optuna.samplers, name)
+    accepted = inspect.signature(cls).parameters
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise DlxError(f"sweep.sampler: {name} takes no argument {unknown[0]} (it takes {', '.join(accepted)})")
+    if "seed" in accepted:
+        kwargs.setdefault("seed", int(sweep_cfg["seed"]))
+    if name == "TPESampler" and int(sweep_cfg.get("n_jobs", 1)) > 1:
+        kwargs.setdefault("constant_liar", True)
+    if name == "GridSampler":
+        kwargs.setdefault("search_space", grid_space(sweep_cfg["params"]))
+    needs = {"CmaEsSampler": ("cmaes",), "GPSampler": ("torch", "scipy")}.get(name, ())
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
+    if missing:  # Optuna would fail only when the first trial is sampled
+        raise DlxError(f"sweep.sampler: {name} needs {' and '.join(missing)}, which is not installed (pip install {' '.join(missing)})")
+    try:
+        return cls(**kwargs)
+    except (ImportError, TypeError, ValueError) as exc:  # cmaes / torch not installed, bad arguments
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DlxError(f"sweep.sampler: {name}: {first}") from None
+
+
+def grid_space(params) -> dict[str, list]:
+    """The grid of a search space: categorical choices, or an int range with its step."""
+    space = {}
+    for key, p in dict(params).items():
+        kind = str(p.get("type"))
+        if kind == "categorical":
+            space[key] = list(p["choices"])
+        elif kind == "int":
+            space[key] = list(range(int(p["low"]), int(p["high"]) + 1, int(p.get("step") or 1)))
+        else:
+            raise DlxError(f"sweep.params.{key}: sampler=grid needs categorical choices or an int range; got a {kind} range")
+    return space
 
 
 def job_trial(sweep_cfg: dict, sweep_dir: Path):

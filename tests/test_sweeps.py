@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -265,6 +267,52 @@ def test_a_sweep_stopped_by_its_own_error_leaves_no_running_parent_run(dlx, work
     assert (workdir / "gave_up/optuna.db").is_file()  # its study (3 failed trials) stays
     parents = [r for r in client.search_runs([experiment]) if r.data.tags.get("dlx.role") == "sweep"]
     assert [r.info.status for r in parents] == ["FAILED"]
+
+
+@pytest.mark.slow
+def test_a_journal_storage_and_a_sampler_by_target_run_a_search(dlx, workdir):
+    import optuna
+
+    dlx("train", "-m", "sweep=mlp_search", "sweep.n_trials=2", "sweep.storage=journal:studies/mlp.log",
+        "+sweep.sampler._target_=optuna.samplers.QMCSampler", "+sweep.sampler.scramble=true", *TINY, "trainer.epochs=1",
+        "logger=none", "hydra.sweep.dir=journal", check=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(workdir / "studies/mlp.log")))
+    study = optuna.load_study(study_name="mlp_search", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert not (workdir / "journal/optuna.db").exists()  # the study is in the journal file only
+
+
+def test_samplers_by_name_or_target_and_their_checks():
+    import optuna
+
+    from dlx import sweeps
+    from dlx.errors import DlxError
+
+    base = {"seed": 3, "n_jobs": 1, "params": {"model.hidden": {"type": "categorical", "choices": [[64], [128]]},
+                                               "trainer.batch_size": {"type": "int", "low": 32, "high": 96, "step": 32}}}
+    for name, cls in [("tpe", "TPESampler"), ("random", "RandomSampler"), ("qmc", "QMCSampler"), ("grid", "GridSampler"),
+                      ("cmaes", "CmaEsSampler")]:
+        assert type(sweeps.make_sampler(base | {"sampler": name})).__name__ == cls
+    assert sweeps.make_sampler(base | {"sampler": "tpe", "n_jobs": 2})._constant_liar is True  # batched TPE
+    explicit = {"_target_": "optuna.samplers.TPESampler", "constant_liar": False}
+    assert sweeps.make_sampler(base | {"sampler": explicit, "n_jobs": 2})._constant_liar is False  # what the user set wins
+    grid = sweeps.make_sampler(base | {"sampler": "grid"})
+    assert grid._search_space == {"model.hidden": [[64], [128]], "trainer.batch_size": [32, 64, 96]}
+    by_target = sweeps.make_sampler(base | {"sampler": {"_target_": "optuna.samplers.TPESampler", "n_startup_trials": 4}})
+    assert isinstance(by_target, optuna.samplers.TPESampler) and by_target._n_startup_trials == 4
+    bad = [({"_target_": "os.system", "command": "true"}, "expected one of tpe, random, cmaes, grid, qmc, gp"),
+           ("annealing", "expected one of tpe"),
+           ({"_target_": "optuna.samplers.TPESampler", "bogus": 1}, "TPESampler takes no argument bogus")]
+    for sampler, message in bad:
+        with pytest.raises(DlxError, match=re.escape(message)):
+            sweeps.make_sampler(base | {"sampler": sampler})
+    with pytest.raises(DlxError, match="sampler=grid needs categorical choices or an int range; got a float range"):
+        sweeps.make_sampler(base | {"sampler": "grid", "params": {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1}}})
+    with pytest.raises(DlxError, match="sweep.storage: expected sqlite"):
+        sweeps.storage_url("redis://127.0.0.1", Path("."))
+    assert sweeps.storage_url("journal:///tmp/x.log", Path(".")) == "journal:/tmp/x.log"
 
 
 def test_search_space_checks():

@@ -160,7 +160,7 @@ class OptunaSweeper(Sweeper):
         if done:
             log.info("sweep %s: %d of %d trials finished before; continuing", sweep.name, done, sweep.n_trials)
         log.info("Optuna sweep %s: %s best_%s, %d trials, %s sampler, %s pruner; study in %s", sweep.name, direction, monitor,
-                 sweep.n_trials, sweeps.enum_name(sweep.sampler), sweeps.enum_name(sweep.pruner), url)
+                 sweep.n_trials, type(study.sampler).__name__, sweeps.enum_name(sweep.pruner), url)
         fixed = [a for a in arguments if not a.startswith(("sweep.trial=",))]
         returns: list = []
         failed_in_row = 0  # failed trials do not use up n_trials; too many in a row end the sweep
