@@ -278,7 +278,7 @@ def test_every_readme_serve_and_promote_command_works_as_written(dlx, workdir, m
     commands = readme_commands(("dlx serve", "dlx promote"))
     assert any("model=models:/dlx@champion" in c for c in commands) and any(c.startswith("dlx promote") for c in commands)
     run = train_run(dlx, "outputs/2026-01-01/00-00-00", "trainer.epochs=3")
-    places = {"outputs/DATE/TIME": str(run), "DIR": str(run)}
+    places = {"outputs/DATE/TIME": str(run), "DIR": str(run), "RUN_ID": run_id_of(run)}
     for command in sorted(commands, key=lambda c: not c.startswith("dlx promote")):  # a champion first
         for placeholder, value in places.items():
             command = command.replace(placeholder, value)
