@@ -25,9 +25,6 @@ from dlx.data.types import DataSpec, scale, unscale
 
 log = logging.getLogger("dlx.tracking")
 
-ARTIFACTS = {"model": "model.keras", "data_spec": "data_spec.json", "config": ".hydra/config.yaml"}
-
-
 def should_log(spec: DataSpec, task: str) -> str | None:
     """None when the run is logged as an MLflow model, else why not (one line)."""
     if task == "unsupervised":
@@ -84,19 +81,27 @@ def requirements() -> list[str]:
     return out
 
 
-def log_model(run_dir: Path, spec: DataSpec, raw_example) -> None:
-    """Log the run in `run_dir` as the active MLflow run's model `model`."""
+def log_model(run_dir: Path, spec: DataSpec, raw_example, cfg: dict) -> None:
+    """Log the run in `run_dir` (trained with `cfg`) as the active MLflow run's model `model`."""
+    import tempfile
+
     import mlflow
+    import yaml
 
     signature, example = signature_and_example(spec, raw_example)
     quiet = logging.getLogger("mlflow.pyfunc")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its advice on pickling applies to models it cannot import; this one it can
     try:
-        mlflow.pyfunc.log_model(
-            name="model", python_model=DlxModel(), artifacts={k: str(run_dir / v) for k, v in ARTIFACTS.items()},
-            signature=signature, input_example=example, pip_requirements=requirements(),
-        )
+        with tempfile.TemporaryDirectory() as tmp:  # the config as trained, whether or not Hydra saved it
+            config = Path(tmp) / "config.yaml"
+            config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            mlflow.pyfunc.log_model(
+                name="model", python_model=DlxModel(), signature=signature, input_example=example,
+                artifacts={"model": str(run_dir / "model.keras"), "data_spec": str(run_dir / "data_spec.json"),
+                           "config": str(config)},
+                pip_requirements=requirements(),
+            )
     finally:
         quiet.setLevel(level)
 

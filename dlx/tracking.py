@@ -245,6 +245,7 @@ class Tracker:
         self.tb_dir = run_dir / "tb" if cfg["logger"]["tensorboard"] else None
         self.mlflow_cfg = cfg["logger"]["mlflow"]
         self.run_name = run_name
+        self.cfg = cfg
         self.hparams = hparams(cfg, overrides or [])
         self.run_id: str | None = None
         self.uri: str | None = None
@@ -306,7 +307,13 @@ class Tracker:
             log.info("mlflow: model.keras kept as an artifact, no MLflow model: %s", why_not)
             retry_locked(lambda: mlflow.set_tag("dlx.mlflow_model", f"none: {why_not}"))
             return
-        retry_locked(lambda: mlflow_model.log_model(self.run_dir, spec, raw_example))
+        try:
+            retry_locked(lambda: mlflow_model.log_model(self.run_dir, spec, raw_example, self.cfg))
+        except Exception as exc:  # the run's own files are complete; the tracking server lacks the model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("mlflow: could not log the run's MLflow model: %s", first)
+            retry_locked(lambda: mlflow.set_tag("dlx.mlflow_model", f"failed: {first[:200]}"))
+            return
         retry_locked(lambda: mlflow.set_tag("dlx.mlflow_model", "model (pyfunc)"))
 
     # ------------------------------------------------------------------ callbacks

@@ -245,6 +245,8 @@ def _load_own(cfg, target: str) -> Data:
         raise DataError(f"dataset._target_: {target}: labels must be 0..{data.spec.num_classes - 1} (spec.num_classes)")
     if data.spec.class_names and len(data.spec.class_names) != data.spec.num_classes:
         raise DataError(f"dataset._target_: {target}: {len(data.spec.class_names)} class_names for {data.spec.num_classes} classes")
+    if data.spec.kind != "image" and data.spec.offset is None and data.spec.scaling != "none":
+        data.spec.scaling = "none"  # no per-feature statistics given: the loader's values are what the model reads
     data.source = data.source or target
     _summary(data.spec.name, data)
     return data

@@ -69,6 +69,8 @@ def scale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
     if spec.scaling == "none":
         return x
     if spec.kind != "image":  # per-feature statistics of the training split
+        if spec.offset is None:
+            return x
         return (x - np.asarray(spec.offset, np.float32)) / np.asarray(spec.spread, np.float32)
     x = x / np.float32(spec.pixel_max)
     if spec.scaling == "zscore":
@@ -82,7 +84,7 @@ def unscale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
     if spec.scaling == "none":
         return x
     if spec.kind != "image":
-        return x * np.asarray(spec.spread) + np.asarray(spec.offset)
+        return x if spec.offset is None else x * np.asarray(spec.spread) + np.asarray(spec.offset)
     if spec.scaling == "zscore":
         x = x * spec.std + spec.mean
     return x * spec.pixel_max
