@@ -104,7 +104,7 @@ def run_hydra(command: str, args: list[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlx import schemas
+    from dlx import config, schemas
     from dlx.errors import DlxError, Preempted
 
     schemas.register()
@@ -129,6 +129,8 @@ def run_hydra(command: str, args: list[str]) -> int:
     def task(cfg):  # type: ignore[no-untyped-def]
         module = importlib.import_module(f"dlx.commands.{command}")
         try:
+            if command != "train":  # train checks inside its run directory's clean-up (dlx.commands.train)
+                schemas.check_command(command, config.plain(cfg))
             return module.main(cfg)
         except (DlxError, OmegaConfBaseException) as exc:
             # reported here, one line each; in a sweep the other jobs still run

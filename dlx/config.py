@@ -15,6 +15,73 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 
+from dlx.errors import DlxError
+
+
+# --------------------------------------------------------------------------- ranges
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts: `[low, high]`, `(` or `)` for an open end."""
+
+    text: str
+
+    def bounds(self) -> tuple[float, float, bool, bool]:
+        low, high = (float(part) for part in self.text[1:-1].split(","))
+        return low, high, self.text[0] == "(", self.text[-1] == ")"
+
+    def __contains__(self, value) -> bool:
+        low, high, open_low, open_high = self.bounds()
+        above = value > low if open_low else value >= low
+        below = value < high if open_high else value <= high
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        low, high, open_low, open_high = self.bounds()
+        show = lambda v: f"{v:g}" if abs(v) < 1e6 or v != int(v) else f"{int(v):,}"  # noqa: E731
+        return f"{'(' if open_low else '['}{show(low)}, {show(high)}{')' if open_high else ']'}"
+
+
+def ranged(default, spec: str):
+    """A numeric field (or a list of numbers) with the range its values must fall in (null,
+    where allowed, passes)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"range": Range(spec)})
+    return field(default=default, metadata={"range": Range(spec)})
+
+
+def check_ranges(schema, values: dict, prefix: str = "") -> None:
+    """Every value of a config node (plain dict) whose schema field declares a range lies in it:
+    one line naming the key, the value and the range. Nested schemas are walked too."""
+    import dataclasses
+
+    for f in dataclasses.fields(schema):
+        value = values.get(f.name) if isinstance(values, dict) else None
+        key = f"{prefix}{f.name}"
+        rng = f.metadata.get("range")
+        if rng is not None and value is not None:
+            for where, number in ([(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]):
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number or number not in rng:
+                    raise DlxError(f"{where}: {number!r} is outside the allowed range {rng}")
+        nested = _schema_of(schema, f)
+        if nested is not None and isinstance(value, dict):
+            check_ranges(nested, value, f"{key}.")
+        elif nested is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    check_ranges(nested, item, f"{key}[{i}].")
+
+
+def _schema_of(schema, f):
+    """The dataclass a field holds, directly or as List[...] / Optional[...] of one."""
+    import dataclasses
+    import typing
+
+    hint = typing.get_type_hints(schema).get(f.name)
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
 
 # --------------------------------------------------------------------------- choices
 class Scaling(Enum):
@@ -85,54 +152,54 @@ class DatasetConfig:
     path: Optional[str] = None
     scaling: Scaling = Scaling.unit
     # validation examples taken from the *end* of the training split (book convention: last 5,000)
-    val_size: int = 5000
+    val_size: int = ranged(5000, "[1, 1e9]")
     # held-out test examples, for datasets without an official test split (digits)
-    test_size: int = 0
+    test_size: int = ranged(0, "[0, 1e9]")
     # keep only the first N training examples (quick runs, tests); null = all
-    subset: Optional[int] = None
+    subset: Optional[int] = ranged(None, "[1, 1e12]")
     # labelled images collected by `dlx serve` (POST /v1/samples), added to the training split:
     # "samples" = those of the default serve.state_dir (outputs/serve), or a state directory
     extra: Optional[str] = None
     # generated datasets (synthetic_line, blobs2d, cancer_synthetic): size, noise and their own seed
-    n_samples: Optional[int] = None  # null = the dataset's book size
-    noise: float = 10.0
-    data_seed: int = 0
+    n_samples: Optional[int] = ranged(None, "[1, 1e9]")  # null = the dataset's book size
+    noise: float = ranged(10.0, "[0, 1e9]")
+    data_seed: int = ranged(0, "[0, 4294967295]")
     # text datasets: the N most frequent training words are the features (word counts)
-    vocab_size: int = 3000
+    vocab_size: int = ranged(3000, "[3, 1e8]")
     # text_folder: the class folders to use (aclImdb: [neg, pos]); null = every folder with .txt files
     classes: Optional[List[str]] = None
     # text as word ids (model=lstm_sentiment): sequences padded/truncated to max_length words,
     # pad id 0, out-of-vocabulary id 1; pre = at the start, as keras.utils.pad_sequences
-    max_length: int = 200
+    max_length: int = ranged(200, "[1, 1e6]")
     padding: Side = Side.pre
     truncating: Side = Side.pre
     # character corpora (tinyshakespeare, any UTF-8 file): training windows of seq_length characters
-    seq_length: int = 100
+    seq_length: int = ranged(100, "[1, 1e7]")
 
 
 # --------------------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = MISSING
-    lr: float = 1e-3
-    momentum: float = 0.0  # momentum / nesterov / rmsprop
-    beta_1: float = 0.9  # adam
-    beta_2: float = 0.999  # adam
-    epsilon: float = 1e-7
-    weight_decay: Optional[float] = None  # decoupled weight decay (AdamW-style); null = off
-    clipnorm: Optional[float] = None
-    clipvalue: Optional[float] = None
+    lr: float = ranged(1e-3, "(0, 100]")
+    momentum: float = ranged(0.0, "[0, 1)")  # momentum / nesterov / rmsprop
+    beta_1: float = ranged(0.9, "[0, 1)")  # adam
+    beta_2: float = ranged(0.999, "[0, 1)")  # adam
+    epsilon: float = ranged(1e-7, "(0, 1]")
+    weight_decay: Optional[float] = ranged(None, "[0, 1]")  # decoupled weight decay (AdamW-style); null = off
+    clipnorm: Optional[float] = ranged(None, "(0, 1e9]")
+    clipvalue: Optional[float] = ranged(None, "(0, 1e9]")
     schedule: Schedule = Schedule.constant
-    decay_rate: float = 0.96  # exponential / step
-    decay_steps: int = 1000  # exponential: optimizer steps per decay
-    step_epochs: int = 10  # step: epochs per decay
-    warmup_epochs: int = 0  # linear warm-up before the schedule
+    decay_rate: float = ranged(0.96, "(0, 1]")  # exponential / step
+    decay_steps: int = ranged(1000, "[1, 1e12]")  # exponential: optimizer steps per decay
+    step_epochs: int = ranged(10, "[1, 1e6]")  # step: epochs per decay
+    warmup_epochs: int = ranged(0, "[0, 1e6]")  # linear warm-up before the schedule
     # newton: stop when the gradient's max-norm is below tol; damping is added to the Hessian
     # diagonal; the step is solved by conjugate gradients on Hessian-vector products (at most max_cg)
-    tol: float = 1e-5
-    damping: float = 0.0
-    max_cg: int = 200
-    hessian_fraction: float = 1.0  # < 1: curvature from that fraction of the examples (subsampled Newton)
+    tol: float = ranged(1e-5, "(0, 1]")
+    damping: float = ranged(0.0, "[0, 1e9]")
+    max_cg: int = ranged(200, "[1, 1e6]")
+    hessian_fraction: float = ranged(1.0, "(0, 1]")  # < 1: curvature from that fraction of the examples (subsampled Newton)
 
 
 # --------------------------------------------------------------------------- regularization
@@ -144,9 +211,9 @@ class RegularizationConfig:
     """
 
     name: str = MISSING
-    l1: float = 0.0
-    l2: float = 0.0
-    dropout: float = 0.0
+    l1: float = ranged(0.0, "[0, 100]")
+    l2: float = ranged(0.0, "[0, 100]")
+    dropout: float = ranged(0.0, "[0, 1)")
 
 
 # --------------------------------------------------------------------------- trainer
@@ -155,30 +222,30 @@ class EarlyStoppingConfig:
     enabled: bool = True
     monitor: str = "val_loss"
     rule: StopRule = StopRule.epochs
-    patience: int = 5  # rule=epochs: epochs without improvement before stopping
-    min_delta: float = 0.0  # rule=epochs
+    patience: int = ranged(5, "[0, 1e6]")  # rule=epochs: epochs without improvement before stopping
+    min_delta: float = ranged(0.0, "[0, 1e9]")  # rule=epochs
     # rule=book: validate every `eval_every_batches`; an evaluation improves when it beats the best
     # by the ratio (best/current for losses, current/best for scores; the first one always does);
     # stop once `patience_batches` batches have passed since the last improvement
-    patience_batches: int = 3000
-    eval_every_batches: int = 50
-    improvement_ratio: float = 1.005
+    patience_batches: int = ranged(3000, "[1, 1e12]")
+    eval_every_batches: int = ranged(50, "[1, 1e12]")
+    improvement_ratio: float = ranged(1.005, "[1, 100]")
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 20
-    batch_size: int = 128
-    seed: int = 42
+    epochs: int = ranged(20, "[1, 1e6]")
+    batch_size: int = ranged(128, "[1, 1e8]")
+    seed: int = ranged(42, "[0, 4294967295]")
     device: Device = Device.auto
     # batches run per tf.function call; > 1 cuts Python overhead per step (see benchmarks/);
     # null = the family's `steps_per_execution` (16, recurrent families 1)
-    steps_per_execution: Optional[int] = None
+    steps_per_execution: Optional[int] = ranged(None, "[1, 1e6]")
     # XLA-compile the train step; null = Keras' "auto"
     jit_compile: Optional[bool] = None
     shuffle: bool = True
     # best/last checkpoints are kept in memory every epoch and written at most this often (and at the end)
-    checkpoint_interval_s: float = 60.0
+    checkpoint_interval_s: float = ranged(60.0, "[0, 1e8]")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # GPU indices this run may use (null = every visible GPU; in a parallel sweep, one GPU per job)
     devices: Optional[List[int]] = None
@@ -189,7 +256,7 @@ class TrainerConfig:
     progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal
     # TensorFlow's CPU threads (within and across ops); null = TensorFlow's choice (every core), or
     # for each job of a parallel local sweep (joblib), the cores divided among the jobs running at once
-    threads: Optional[int] = None
+    threads: Optional[int] = ranged(None, "[1, 4096]")
 
 
 # --------------------------------------------------------------------------- logger
@@ -217,15 +284,15 @@ class SweepConfig:
     # what the search optimises: trainer.early_stopping.monitor's best value; direction null =
     # maximize for scores (accuracy, AUC, ...), minimize for losses
     direction: Optional[Direction] = None
-    n_trials: int = 20
-    n_jobs: int = 1  # trials launched together (run in parallel by a parallel launcher)
+    n_trials: int = ranged(20, "[1, 1e6]")
+    n_jobs: int = ranged(1, "[1, 4096]")  # trials launched together (run in parallel by a parallel launcher)
     # tpe | random | cmaes | grid | qmc | gp, or {_target_: optuna.samplers.NAME, ...its arguments};
     # tpe with n_jobs > 1 uses constant_liar (trials running at once do not all try the same point)
     sampler: Any = "tpe"
-    seed: int = 0
+    seed: int = ranged(0, "[0, 4294967295]")
     pruner: Pruner = Pruner.none
-    startup_trials: int = 2  # pruner=median: trials that are never pruned, to build the median
-    warmup_epochs: int = 1  # pruner=median: epochs of every trial that are never pruned
+    startup_trials: int = ranged(2, "[0, 1e6]")  # pruner=median: trials that are never pruned, to build the median
+    warmup_epochs: int = ranged(1, "[0, 1e6]")  # pruner=median: epochs of every trial that are never pruned
     # null = sqlite:///<sweep dir>/optuna.db; an RDB URL (postgresql://...) or journal:PATH (a journal
     # file, safe on NFS: Optuna's advice for many processes on many hosts)
     storage: Optional[str] = None
@@ -233,7 +300,7 @@ class SweepConfig:
     # search space: config key -> {type: float|int|categorical, low, high, log, step, choices}
     params: Dict[str, Any] = field(default_factory=dict)
     enqueue: List[Any] = field(default_factory=list)  # parameter sets tried first, in order
-    trial: Optional[int] = None  # set by the sweeper for each job: the Optuna trial number
+    trial: Optional[int] = ranged(None, "[0, 1e9]")  # set by the sweeper for each job: the Optuna trial number
 
 
 # --------------------------------------------------------------------------- commands
@@ -258,38 +325,38 @@ class TrainConfig:
 class EvalConfig:
     run: str = MISSING  # a training run directory
     split: str = "test"  # test | val
-    batch_size: Optional[int] = None  # null = the run's trainer.batch_size (identical numbers)
+    batch_size: Optional[int] = ranged(None, "[1, 1e8]")  # null = the run's trainer.batch_size (identical numbers)
 
 
 @dataclass
 class SampleConfig:
     run: str = MISSING  # a training run directory of a family that generates (dlx sample --help)
-    seed: int = 0  # the same seed draws the same samples
+    seed: int = ranged(0, "[0, 4294967295]")  # the same seed draws the same samples
     out: Optional[str] = None  # directory for the PNGs; null = <run>/samples
     # rbm / dbn: Gibbs chains, one column each; a frame (row) every `steps_between` Gibbs steps
-    n_chains: int = 20
-    n_frames: int = 10
-    steps_between: int = 1000
+    n_chains: int = ranged(20, "[1, 1e5]")
+    n_frames: int = ranged(10, "[1, 1e5]")
+    steps_between: int = ranged(1000, "[1, 1e9]")
     start: str = "test"  # test: chains start at test images; noise: at uniform random pixels
     # autoencoders: this many original / corrupted / reconstructed triplets, and up to `n_filters` filters
-    n: int = 10  # captioning: images captioned
-    n_filters: int = 100
+    n: int = ranged(10, "[1, 1e6]")  # captioning: images captioned
+    n_filters: int = ranged(100, "[1, 1e6]")
     # char_rnn: `length` characters after `prime` (null = a newline, or the vocabulary's first
     # character); temperature 0 = greedy; top_k > 0 samples among the k likeliest only
     prime: Optional[str] = None
-    length: int = 500
-    temperature: float = 1.0
-    top_k: int = 0
+    length: int = ranged(500, "[1, 1e8]")
+    temperature: float = ranged(1.0, "[0, 100]")
+    top_k: int = ranged(0, "[0, 1e7]")
     # captioning: images from this split; beam width (null = the run's model.beam_width)
     split: str = "val"
-    beam_width: Optional[int] = None
+    beam_width: Optional[int] = ranged(None, "[1, 1000]")
 
 
 @dataclass
 class PredictConfig:
     run: str = MISSING  # a training run directory
     inputs: str = MISSING  # a file, a directory or a glob of image files
-    top_k: int = 1
+    top_k: int = ranged(1, "[1, 1e7]")
 
 
 class Auth(Enum):
@@ -305,17 +372,21 @@ class Worker(Enum):
 @dataclass
 class ServeSettings:
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = ranged(8000, "[1, 65535]")
     auth: Auth = Auth.hmac
     # users.db + server.key (keys), samples/ + samples.db (collected labelled images)
     state_dir: str = "outputs/serve"
-    max_upload_bytes: int = 2_000_000  # larger requests get 413
-    max_batch: int = 64  # inputs per request
-    timeout_s: float = 10.0  # per prediction; slower gets 504
+    max_upload_bytes: int = ranged(2_000_000, "[1, 1e11]")  # larger requests get 413
+    max_batch: int = ranged(64, "[1, 1e6]")  # inputs per request
+    # pixels of one uploaded image, and of all images of a request, read from their headers before
+    # any decoding (larger: 413)
+    max_pixels: int = ranged(4_000_000, "[1, 1e11]")
+    max_request_pixels: int = ranged(16_000_000, "[1, 1e12]")
+    timeout_s: float = ranged(10.0, "(0, 1e6]")  # per prediction; slower gets 504
     # who runs /v1/jobs: a worker thread in the server, or none (`dlx worker` processes instead)
     worker: Worker = Worker.thread
     # model=models:/NAME@ALIAS: how often to look for a newly promoted version (POST /v1/reload: now)
-    poll_s: float = 30.0
+    poll_s: float = ranged(30.0, "(0, 1e8]")
     tracking_uri: Optional[str] = None  # of the model registry; null = as dlx train
 
 

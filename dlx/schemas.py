@@ -48,3 +48,22 @@ STANDALONE = ("serve",)
 
 def command_conf_dir(command: str) -> Path:
     return conf_dir() / "_standalone" if command in STANDALONE else conf_dir()
+
+
+def check_command(command: str, cfg: dict) -> None:
+    """The ranges of a composed command config (plain values): its own keys, and for `train`
+    every group's and the model family's."""
+    from dlx.config import COMMANDS, SCHEMAS, check_ranges
+
+    check_ranges(COMMANDS[command], cfg)
+    if command == "train":
+        from dlx.family import resolve
+
+        for group, schema in SCHEMAS.items():
+            if isinstance(cfg.get(group), dict) and "_target_" not in cfg[group]:
+                check_ranges(schema, cfg[group], f"{group}.")
+        family = resolve(cfg["model"])
+        import dataclasses
+
+        if dataclasses.is_dataclass(family):
+            check_ranges(family, cfg["model"], "model.")

@@ -71,6 +71,11 @@ def test_cnn_layers_are_typed():
     (["trainer.nope=1"], "Key 'nope' not in 'TrainerConfig'"),
     (["nope=1"], "Key 'nope' not in 'TrainConfig'"),
     (["dataset.scaling=bad"], "dataset.scaling: Invalid value 'bad', expected one of [unit, zscore, none]"),
+    (["trainer.epochs=0"], "trainer.epochs: 0 is outside the allowed range [1, 1,000,000]"),
+    (["optimizer.lr=-0.1"], "optimizer.lr: -0.1 is outside the allowed range (0, 100]"),
+    (["model=cnn", "model.conv.0.filters=0"], "model.conv[0].filters: 0 is outside the allowed range [1, 1,000,000]"),
+    (["model=mlp", "model.hidden=[64,0]"], "model.hidden[1]: 0 is outside the allowed range [1, 10,000,000]"),
+    (["regularization.dropout=1"], "regularization.dropout: 1.0 is outside the allowed range [0, 1)"),
 ])
 def test_bad_overrides_one_line_exit_2_nothing_written(dlx, workdir, args, message):
     proc = dlx("train", *args)

@@ -135,3 +135,50 @@ def test_each_default_has_one_owner(path):
             continue
         assert not own, f"{path.name}: {key} is the schema's default to own ({node.__name__}); set it there only"
         assert value != defaults[key], f"{path.name}: {key}={value!r} repeats the schema's default; drop it from the YAML"
+
+
+# --------------------------------------------------------------------------- every number has a range
+def _numeric_fields():
+    """(schema, dotted key, field) of every int/float field of every schema, nested ones too."""
+    import dataclasses
+    import typing
+
+    from dlx import config, family
+
+    roots = [(s, f"{c}:") for c, s in config.COMMANDS.items()] + [(s, f"{g}.") for g, s in config.SCHEMAS.items()]
+    roots += [(fam, "model.") for fam in family.builtin().values()]
+    seen, out = set(), []
+    while roots:
+        schema, prefix = roots.pop()
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            hint = hints[f.name]
+            args = [hint, *typing.get_args(hint)]
+            if any(dataclasses.is_dataclass(a) for a in args):
+                nested = next(a for a in args if dataclasses.is_dataclass(a))
+                roots.append((nested, f"{prefix}{f.name}."))
+            elif any(a in (int, float) for a in args) and (schema, f.name) not in seen:
+                seen.add((schema, f.name))
+                out.append(pytest.param(schema, f"{prefix}{f.name}", f, id=f"{schema.__name__}.{f.name}"))
+    return out
+
+
+@pytest.mark.parametrize("schema, key, f", _numeric_fields())
+def test_every_numeric_key_declares_a_range_that_is_checked(schema, key, f):
+    from dlx.config import check_ranges
+    from dlx.errors import DlxError
+
+    rng = f.metadata.get("range")
+    assert rng is not None, f"{key}: a numeric key without a declared range (dlx.config.ranged)"
+    low, high, open_low, open_high = rng.bounds()
+    outside = low if open_low else (low - 1 if low > -1e15 else None)
+    if outside is None:
+        outside = high if open_high else high * 2 + 1
+    with pytest.raises(DlxError, match=rf"^{f.name}: .* is outside the allowed range "):
+        check_ranges(schema, {f.name: outside})
+    default = f.default_factory() if callable(f.default_factory) else f.default
+    if isinstance(default, (int, float, list)) and not isinstance(default, bool):
+        check_ranges(schema, {f.name: default})  # the default itself is allowed
+    if isinstance(default, list):  # a list's elements are checked one by one
+        with pytest.raises(DlxError, match=rf"^{f.name}\[0\]: .* is outside the allowed range "):
+            check_ranges(schema, {f.name: [outside]})

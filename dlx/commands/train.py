@@ -31,6 +31,11 @@ def discard_run_dir_on_error(run_dir: Path, keep: bool = False):
             (run_dir / name).unlink(missing_ok=True)
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
+            here = Path.cwd().resolve()
+            for parent in run_dir.resolve().parents:  # outputs/<date>/ and outputs/ when they held only this run
+                if parent == here or here not in parent.parents or any(parent.iterdir()):
+                    break
+                parent.rmdir()
         raise
 
 
@@ -283,6 +288,9 @@ def main(cfg: DictConfig) -> float:
     keep = (resume_key is not None and not multirun) or str(resume_key).lower() == "true"
     job_threads = None
     with discard_run_dir_on_error(run_dir, keep=keep):
+        from dlx.schemas import check_command
+
+        check_command("train", config)  # every value in its declared range, before anything loads
         if config.get("sweep") and not multirun:
             raise DlxError("sweep=NAME runs an Optuna search over many jobs: add -m (dlx train -m sweep=NAME)")
         if multirun:

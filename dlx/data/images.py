@@ -17,12 +17,31 @@ from dlx.errors import DlxError
 INK_THRESHOLD = 0.2  # of the brightest pixel: what counts as ink when cropping
 
 
-def read_grey(path: Path) -> np.ndarray:
-    """Greyscale 0..255 float32; transparent pixels count as white paper."""
+class TooLarge(DlxError):
+    """An image with more pixels than the caller allows (found from its header, before decoding)."""
+
+
+def image_pixels(source) -> int:
+    """Width x height from the image's header alone (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DlxError(f"{source}: not a readable image file ({type(exc).__name__})") from None
+
+
+def read_grey(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Greyscale 0..255 float32; transparent pixels count as white paper. The first frame of an
+    animated image. `max_pixels`: refuse a larger image before decoding it (`TooLarge`)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+                raise TooLarge(f"{im.size[0]}x{im.size[1]} pixels; the limit is {max_pixels:,} pixels")
+            im.seek(0)
             im.load()
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 rgba = im.convert("RGBA")
@@ -32,7 +51,9 @@ def read_grey(path: Path) -> np.ndarray:
             return np.asarray(im.convert("L"), dtype=np.float32)
     except FileNotFoundError:
         raise DlxError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise TooLarge(f"{path}: more pixels than PIL decodes safely") from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
         raise DlxError(f"{path}: not a readable image file ({type(exc).__name__})") from None
 
 

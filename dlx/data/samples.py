@@ -21,7 +21,8 @@ DEFAULT_STATE_DIR = ServeSettings.state_dir
 
 
 class Samples:
-    """Labelled images sent for retraining: files under <state>/samples/<label>/<id>.<type>, rows in samples.db."""
+    """Labelled images sent for retraining: files under <state>/samples/<class index>/<id>.<type>
+    (never a class name in a path: names may hold '/' or '..'), rows in samples.db."""
 
     def __init__(self, directory: Path):
         self.directory = directory / "samples"
@@ -31,11 +32,18 @@ class Samples:
             db.execute("create table if not exists samples (id text primary key, label text not null, file text not null,"
                        " sha256 text not null, user text, received real not null)")
 
-    def add(self, data: bytes, kind: str, label: str, user: str | None) -> dict[str, Any]:
+    def add(self, data: bytes, kind: str, label: str, classes: list[str], user: str | None) -> dict[str, Any]:
+        """Store one image labelled `label`, which must be one of `classes` (the served model's)."""
+        if label not in classes:
+            raise DlxError(f"label: expected one of the model's classes, got '{label[:40]}'")
+        if kind not in ("png", "jpeg", "gif", "bmp"):
+            raise DlxError(f"not a stored image type: {kind[:10]}")
         sample_id = uuid.uuid4().hex
-        folder = self.directory / label
+        folder = self.directory / str(classes.index(label))
+        path = (folder / f"{sample_id}.{kind}").resolve()
+        if not path.is_relative_to(self.directory.resolve()):  # cannot happen with an index and a uuid; checked anyway
+            raise DlxError("sample path outside the state directory")
         folder.mkdir(exist_ok=True)
-        path = folder / f"{sample_id}.{kind}"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import ClassVar, List, Optional
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.family import Family, check_penalties, check_unit_interval, flat_size, positive
 
@@ -71,11 +72,11 @@ class PretrainConfig:
     """Greedy layer-wise pretraining of the hidden stack (dbn: RBMs, sdae: denoising autoencoders)."""
 
     enabled: bool = True  # false: the same network from random initialisation
-    epochs: int = 15  # per layer
-    lr: float = 0.01  # plain SGD, as in the book
-    batch_size: Optional[int] = None  # null = trainer.batch_size
-    k: int = 1  # dbn: CD-k
-    corruption: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])  # sdae: masking noise per layer
+    epochs: int = ranged(15, "[1, 1e6]")  # per layer
+    lr: float = ranged(0.01, "(0, 100]")  # plain SGD, as in the book
+    batch_size: Optional[int] = ranged(None, "[1, 1e8]")  # null = trainer.batch_size
+    k: int = ranged(1, "[1, 1000]")  # dbn: CD-k
+    corruption: List[float] = ranged([0.1, 0.2, 0.3], "[0, 1)")  # sdae: masking noise per layer
     # a run directory whose pretrained.npz to start from instead of pretraining again
     from_run: Optional[str] = None
 

@@ -10,10 +10,11 @@ test inputs and the first layer's filters. Run: `dlx train model=dae dataset=mni
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import List
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import (
     Unsupervised,
@@ -37,14 +38,14 @@ class ReconstructionLoss(Enum):
 @dataclass
 class Autoencoder(Unsupervised):
     name: str = "autoencoder"
-    hidden: List[int] = field(default_factory=lambda: [256])
+    hidden: List[int] = ranged([256], "[1, 1e7]")
     activation: str = "sigmoid"
     tied: bool = False  # decoder kernels are the encoder's, transposed
     noise: Noise = Noise.none  # input corruption while training (denoising)
-    noise_level: float = 0.0  # mask: fraction of inputs zeroed; gaussian: standard deviation
+    noise_level: float = ranged(0.0, "[0, 1e6]")  # mask: fraction of inputs zeroed; gaussian: standard deviation
     # sparse: beta * sum_j KL(rho || mean activation of hidden unit j) on every sigmoid hidden layer
-    sparsity_target: float = 0.05
-    sparsity_weight: float = 0.0  # beta; 0 = off
+    sparsity_target: float = ranged(0.05, "(0, 1)")
+    sparsity_weight: float = ranged(0.0, "[0, 1e9]")  # beta; 0 = off
     loss: ReconstructionLoss = ReconstructionLoss.bce
 
     @staticmethod

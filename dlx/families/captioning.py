@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import RecurrentFamily, from_models, keras_builder
 from dlx.family import check_penalties, positive
@@ -24,10 +25,10 @@ class Captioning(RecurrentFamily):
     generates: ClassVar[bool] = True
 
     name: str = "captioning"
-    hidden: int = 512
-    embedding: int = 256  # word vector size
-    beam_width: int = 1  # decoding for BLEU and `dlx sample`; 1 = greedy
-    bleu_images: int = 1000  # validation images captioned for BLEU-4 after training (0 = skip)
+    hidden: int = ranged(512, "[1, 1e6]")
+    embedding: int = ranged(256, "[1, 1e6]")  # word vector size
+    beam_width: int = ranged(1, "[1, 1000]")  # decoding for BLEU and `dlx sample`; 1 = greedy
+    bleu_images: int = ranged(1000, "[0, 1e9]")  # validation images captioned for BLEU-4 after training (0 = skip)
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

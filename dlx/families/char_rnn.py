@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import (
     RecurrentFamily,
@@ -29,12 +30,12 @@ class CharRNN(RecurrentFamily):
     generates: ClassVar[bool] = True
 
     name: str = "char_rnn"
-    layers: int = 2
-    hidden: int = 256
-    embedding: int = 64
+    layers: int = ranged(2, "[1, 64]")
+    hidden: int = ranged(256, "[1, 1e6]")
+    embedding: int = ranged(64, "[1, 1e6]")
     # a text sample in train.log and TensorBoard every N epochs (0 = never)
-    sample_every: int = 5
-    sample_length: int = 200
+    sample_every: int = ranged(5, "[0, 1e6]")
+    sample_length: int = ranged(200, "[1, 1e7]")
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

@@ -8,6 +8,7 @@ from typing import ClassVar, List
 
 from omegaconf import MISSING
 
+from dlx.config import ranged
 from dlx.families._shared import keras_builder
 from dlx.family import Family
 
@@ -19,10 +20,10 @@ class Padding(Enum):
 
 @dataclass
 class ConvLayer:
-    filters: int = MISSING
-    kernel: int = 5
+    filters: int = ranged(MISSING, "[1, 1e6]")
+    kernel: int = ranged(5, "[1, 1000]")
     padding: Padding = Padding.same
-    pool: int = 2  # max-pool size after the conv; 1 = no pooling
+    pool: int = ranged(2, "[1, 1000]")  # max-pool size after the conv; 1 = no pooling
 
 
 @dataclass
@@ -31,7 +32,7 @@ class CNN(Family):
 
     name: str = "cnn"
     conv: List[ConvLayer] = field(default_factory=lambda: [ConvLayer(filters=6), ConvLayer(filters=16)])
-    dense: List[int] = field(default_factory=lambda: [120, 84])
+    dense: List[int] = ranged([120, 84], "[1, 1e7]")
     activation: str = "relu"
 
 

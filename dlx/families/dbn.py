@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, List
 
+from dlx.config import ranged
 from dlx.families._shared import PretrainConfig, check_stack, from_models, keras_builder
 from dlx.family import Family, positive
 
@@ -21,7 +22,7 @@ class DBN(Family):
     generates: ClassVar[bool] = True
 
     name: str = "dbn"
-    hidden: List[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    hidden: List[int] = ranged([1000, 1000, 1000], "[1, 1e7]")
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     @staticmethod

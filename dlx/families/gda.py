@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties
@@ -26,7 +27,7 @@ class GDA(Family):
     name: str = "gda"
     covariance: Covariance = Covariance.shared
     # added to the covariance diagonal, times the mean feature variance: keeps constant pixels invertible
-    reg_covar: float = 1e-4
+    reg_covar: float = ranged(1e-4, "[0, 1e9]")
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from dlx.config import ranged
 from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
 
@@ -27,7 +28,7 @@ class LinearRegression(Family):
 
     name: str = "linear_regression"
     solver: Solver = Solver.normal_equation
-    degree: int = 1  # > 1 adds x^2 .. x^degree of every feature (no cross terms)
+    degree: int = ranged(1, "[1, 100]")  # > 1 adds x^2 .. x^degree of every feature (no cross terms)
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

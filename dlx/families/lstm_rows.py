@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dlx.config import ranged
 from dlx.families._shared import RecurrentFamily, check_recurrent, keras_builder
 
 
@@ -13,7 +14,7 @@ class LSTMRows(RecurrentFamily):
     kinds: ClassVar[tuple] = ("image",)
 
     name: str = "lstm_rows"
-    hidden: int = 128
+    hidden: int = ranged(128, "[1, 1e6]")
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

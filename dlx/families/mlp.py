@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List
 
+from dlx.config import ranged
 from dlx.families._shared import keras_builder
 from dlx.family import Family
 
@@ -12,7 +13,7 @@ from dlx.family import Family
 @dataclass
 class MLP(Family):
     name: str = "mlp"
-    hidden: List[int] = field(default_factory=lambda: [256])  # one entry per hidden layer, e.g. [512, 256]
+    hidden: List[int] = ranged([256], "[1, 1e7]")  # one entry per hidden layer, e.g. [512, 256]
     activation: str = "relu"  # any keras activation: relu, sigmoid, tanh, gelu, ...
     batch_norm: bool = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
@@ -24,8 +25,8 @@ class Event(Enum):
 class NaiveBayes(Family):
     name: str = "naive_bayes"
     event: Event = Event.multinomial
-    alpha: float = 1.0  # additive (Laplace) smoothing
-    binarize: float = 0.0  # bernoulli: a feature is "on" when x > binarize
+    alpha: float = ranged(1.0, "(0, 1e9]")  # additive (Laplace) smoothing
+    binarize: float = ranged(0.0, "[-1e12, 1e12]")  # bernoulli: a feature is "on" when x > binarize
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

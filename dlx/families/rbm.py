@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from dlx.config import ranged
 from dlx.families._shared import (
     Unsupervised,
     from_models,
@@ -29,8 +30,8 @@ class BiasInit(Enum):
 @dataclass
 class RBM(Unsupervised):
     name: str = "rbm"
-    hidden: int = 500
-    k: int = 1  # Gibbs steps per update
+    hidden: int = ranged(500, "[1, 1e7]")
+    k: int = ranged(1, "[1, 1000]")  # Gibbs steps per update
     persistent: bool = True  # PCD: negative chains carry over between batches (trainer.batch_size chains)
     # data: visible biases start at log(p/(1-p)) of the training pixel means (Hinton's guide);
     # zero: as the book's tutorial and scikit-learn

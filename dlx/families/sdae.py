@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import PretrainConfig, check_stack, keras_builder
 from dlx.family import Family
@@ -19,7 +20,7 @@ from dlx.family import Family
 @dataclass
 class SDAE(Family):
     name: str = "sdae"
-    hidden: List[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    hidden: List[int] = ranged([1000, 1000, 1000], "[1, 1e7]")
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(lr=0.001))
 
     @staticmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
+from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
@@ -27,13 +28,13 @@ class Kernel(Enum):
 class SVM(Family):
     name: str = "svm"
     kernel: Kernel = Kernel.rbf
-    C: float = 1.0
+    C: float = ranged(1.0, "(0, 1e12]")
     gamma: str = "scale"  # scale = 1 / (features * X.var()), auto = 1 / features, or a number
-    degree: int = 3  # poly
-    coef0: float = 0.0  # poly
-    tol: float = 1e-3  # stop when the maximal KKT violation is below this
-    cache_mb: float = 200.0  # kernel rows kept per binary problem
-    max_iter: Optional[int] = None  # per binary problem; null = until tol
+    degree: int = ranged(3, "[1, 100]")  # poly
+    coef0: float = ranged(0.0, "[-1e6, 1e6]")  # poly
+    tol: float = ranged(1e-3, "(0, 1]")  # stop when the maximal KKT violation is below this
+    cache_mb: float = ranged(200.0, "(0, 1e7]")  # kernel rows kept per binary problem
+    max_iter: Optional[int] = ranged(None, "[1, 1e15]")  # per binary problem; null = until tol
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

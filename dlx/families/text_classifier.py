@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dlx.config import ranged
 from dlx.families._shared import RecurrentFamily, check_recurrent, keras_builder
 from dlx.family import positive
 
@@ -21,8 +22,8 @@ class TextClassifier(RecurrentFamily):
     kinds: ClassVar[tuple] = ("words",)
 
     name: str = "text_classifier"
-    hidden: int = 64
-    embedding: int = 64
+    hidden: int = ranged(64, "[1, 1e6]")
+    embedding: int = ranged(64, "[1, 1e6]")
     bidirectional: bool = True
 
     @staticmethod

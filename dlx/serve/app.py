@@ -45,6 +45,25 @@ class ApiError(Exception):
         self.status = status
 
 
+MAX_JSON_DEPTH = 32  # arrays of arrays of an image's rows need 4; nothing sent here needs more
+
+
+def parse_json(body: bytes) -> Any:
+    """A request's JSON, or 422: malformed, not UTF-8, or nested deeper than MAX_JSON_DEPTH (the
+    parser's own recursion limit stops a far deeper document before it is built)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiError(422, "the body is not valid JSON (or is nested too deeply)") from None
+    level, containers = 0, [value] if isinstance(value, (list, dict)) else []
+    while containers:  # breadth first, one level at a time
+        level += 1
+        if level > MAX_JSON_DEPTH:
+            raise ApiError(422, f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        containers = [v for c in containers for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (list, dict))]
+    return value
+
+
 def image_type(data: bytes) -> str | None:
     return next((kind for magic, kind in IMAGE_TYPES.items() if data.startswith(magic)), None)
 
@@ -78,19 +97,33 @@ class Served:
         with self.lock:
             return np.asarray(self.model.predict_on_batch(batch))
 
-    def prepare_images(self, images: list[bytes]) -> np.ndarray:
-        from dlx.data.images import image_batch
-        from dlx.data.images import read_grey
+    def prepare_images(self, images: list[bytes], max_pixels: int, max_request_pixels: int) -> np.ndarray:
+        """Uploaded files -> a model batch. Every header is read before anything is decoded: one
+        image over `max_pixels`, or all of them over `max_request_pixels`, is refused (413)."""
+        from dlx.data.images import TooLarge, image_batch, image_pixels, read_grey
         from dlx.errors import DlxError
 
         if self.spec.kind != "image":
             raise ApiError(415, f"this model takes {self.spec.input_shape[0]} feature values per input (JSON), not images")
-        greys = []
+        total = 0
         for i, data in enumerate(images):
             if image_type(data) is None:
                 raise ApiError(415, f"file {i + 1}: not an image (accepted: PNG, JPEG, GIF, BMP)")
             try:
-                greys.append(read_grey(io.BytesIO(data)))
+                pixels = image_pixels(io.BytesIO(data))
+            except DlxError:
+                raise ApiError(415, f"file {i + 1}: not a readable image") from None
+            if pixels > max_pixels:
+                raise ApiError(413, f"file {i + 1}: {pixels:,} pixels; the limit is {max_pixels:,} pixels per image")
+            total += pixels
+        if total > max_request_pixels:
+            raise ApiError(413, f"{total:,} pixels in this request; the limit is {max_request_pixels:,}")
+        greys = []
+        for i, data in enumerate(images):
+            try:
+                greys.append(read_grey(io.BytesIO(data), max_pixels))
+            except TooLarge as exc:
+                raise ApiError(413, f"file {i + 1}: {exc}") from None
             except DlxError:
                 raise ApiError(415, f"file {i + 1}: not a readable image") from None
         return image_batch(greys, self.spec).astype(np.float32)
@@ -200,6 +233,8 @@ def create_app(source: str, settings: dict[str, Any]):
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
+    pixel_limits = (int(settings.get("max_pixels", 4_000_000)), int(settings.get("max_request_pixels", 16_000_000)))
+
     async def read_body(request: Request) -> bytes:
         limit = int(settings["max_upload_bytes"])
         declared = request.headers.get("content-length")
@@ -281,10 +316,10 @@ def create_app(source: str, settings: dict[str, Any]):
                 raise ApiError(422, "no image file in the form (field 'file')")
             count = len(files)
         elif kind.startswith("application/json"):
-            try:
-                inputs = json.loads(body)["inputs"]
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(422, 'expected JSON {"inputs": [array, ...]}') from None
+            document = parse_json(body)
+            inputs = document.get("inputs") if isinstance(document, dict) else None
+            if inputs is None:
+                raise ApiError(422, 'expected JSON {"inputs": [array, ...]}')
             count = len(inputs) if isinstance(inputs, list) else 0
             if count == 0:
                 raise ApiError(422, "inputs: expected a non-empty list of arrays")
@@ -292,7 +327,10 @@ def create_app(source: str, settings: dict[str, Any]):
             raise ApiError(415, "send application/json {\"inputs\": [...]} or multipart/form-data image files")
         if count > int(settings["max_batch"]):
             raise ApiError(413, f"{count} inputs in one request; the limit is {settings['max_batch']}")
-        batch = served.prepare_images(files) if kind.startswith("multipart/") else served.prepare_arrays(inputs)
+        if kind.startswith("multipart/"):  # decoding is work: off the event loop, as the model is
+            batch = await asyncio.to_thread(served.prepare_images, files, *pixel_limits)
+        else:
+            batch = served.prepare_arrays(inputs)
         probs = await run_model(served, batch)
         return {"model": {"version": served.version, "family": served.describe()["family"]}, "predictions": served.answer(probs)}
 
@@ -313,19 +351,18 @@ def create_app(source: str, settings: dict[str, Any]):
         kind = image_type(files[0])
         if kind is None:
             raise ApiError(415, "not an image (accepted: PNG, JPEG, GIF, BMP)")
-        served.prepare_images(files)  # refuse what the model could not read
-        return samples.add(files[0], kind, label, user.name if user else None)
+        await asyncio.to_thread(served.prepare_images, files, *pixel_limits)  # refuse what the model could not read
+        return samples.add(files[0], kind, label, names, user.name if user else None)
 
     @app.post("/v1/jobs", status_code=202)
     async def submit_job(request: Request):
         body = await read_body(request)
         user = await caller(request, body)
         served = current.served
-        try:
-            spec = json.loads(body)
-            kind = spec.pop("kind")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ApiError(422, 'expected JSON {"kind": "predict" | "train", ...}') from None
+        spec = parse_json(body)
+        if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
+            raise ApiError(422, 'expected JSON {"kind": "predict" | "train", ...}')
+        kind = spec.pop("kind")
         if kind == "predict":
             inputs = spec.get("inputs")
             if not isinstance(inputs, list) or not inputs or len(inputs) > int(settings["max_batch"]):

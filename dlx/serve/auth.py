@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -28,6 +29,10 @@ from urllib.parse import parse_qsl, urlencode
 
 from dlx.storage import sqlite
 
+SIGNATURE = re.compile(r"[0-9a-f]{64}")
+KEY_ID = re.compile(r"dlx_[0-9a-f]{16}")
+DIGITS = re.compile(r"[0-9]{1,12}")
+NONCE = re.compile(r"[A-Za-z0-9_-]{8,128}")
 MAX_SKEW_S = 300
 NONCE_TTL_S = 600
 HEADERS = ("X-Dlx-Key", "X-Dlx-Timestamp", "X-Dlx-Nonce", "X-Dlx-Signature")
@@ -118,15 +123,19 @@ class KeyStore:
         if missing:
             raise AuthError(f"unsigned request: missing header {missing[0]}")
         key_id, timestamp, nonce, signature = (values[h] for h in HEADERS)
+        # the form of each header before any use: hex digests, ASCII digits, printable ASCII
+        if not SIGNATURE.fullmatch(signature):
+            raise AuthError("X-Dlx-Signature: expected 64 hexadecimal digits")
+        if not KEY_ID.fullmatch(key_id):
+            raise AuthError("bad signature or unknown key")
+        if not DIGITS.fullmatch(timestamp):
+            raise AuthError("X-Dlx-Timestamp: expected Unix seconds")
+        if not NONCE.fullmatch(nonce):
+            raise AuthError("X-Dlx-Nonce: expected 8 to 128 letters, digits, '-' or '_'")
         now = time.time() if now is None else now
-        try:
-            skew = abs(now - int(timestamp))
-        except ValueError:
-            raise AuthError("X-Dlx-Timestamp: expected Unix seconds") from None
+        skew = abs(now - int(timestamp))
         if skew > MAX_SKEW_S:
             raise AuthError(f"X-Dlx-Timestamp is {int(skew)} s away from the server's clock (at most {MAX_SKEW_S} s)")
-        if not 8 <= len(nonce) <= 128:
-            raise AuthError("X-Dlx-Nonce: expected 8 to 128 characters")
         with sqlite(self.db_path) as db:
             row = db.execute("select name, salt, secret_hash, revoked from keys where key_id = ?", (key_id,)).fetchone()
             # the same work whether or not the key exists: no timing hint about which ids are real
