@@ -1,6 +1,7 @@
 """`dlx users add NAME | list | revoke KEY_ID`: the API keys of `dlx serve`.
 
     dlx users add alice            # prints a key id and its secret, once
+    dlx users add ops --admin      # a key that sees every key's jobs
     dlx users list
     dlx users revoke dlx_0123456789abcdef
 """
@@ -18,7 +19,9 @@ def main(argv: list[str]) -> int:
     common.add_argument("--state-dir", default=ServeSettings.state_dir, help="the server's state directory (serve.state_dir)")
     parser = argparse.ArgumentParser(prog="dlx users", description="API keys for dlx serve")
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("add", help="a new key for a user", parents=[common]).add_argument("name")
+    add = sub.add_parser("add", help="a new key for a user", parents=[common])
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="the key sees every key's jobs")
     sub.add_parser("list", help="keys and their users", parents=[common])
     sub.add_parser("revoke", help="refuse a key from now on", parents=[common]).add_argument("key_id")
     args = parser.parse_args(argv)
@@ -28,11 +31,11 @@ def main(argv: list[str]) -> int:
     store = KeyStore(args.state_dir)
     if args.action == "add":
         try:
-            key_id, secret = store.add(args.name)
+            key_id, secret = store.add(args.name, admin=args.admin)
         except ValueError as exc:
             print(f"dlx users: error: {exc}", file=sys.stderr)
             return 2
-        print(f"user:    {args.name}\nkey id:  {key_id}\nsecret:  {secret}\n"
+        print(f"user:    {args.name}{' (admin)' if args.admin else ''}\nkey id:  {key_id}\nsecret:  {secret}\n"
               "(the secret is not stored and is shown only now)")
     elif args.action == "list":
         for key_id, name, revoked in store.users():

@@ -28,7 +28,9 @@ def image_pixels(source) -> int:
     try:
         with Image.open(source) as im:
             return int(im.size[0]) * int(im.size[1])
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise TooLarge("more pixels than PIL opens safely") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DlxError(f"{source}: not a readable image file ({type(exc).__name__})") from None
 
 

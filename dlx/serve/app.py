@@ -22,7 +22,10 @@ import hashlib
 import io
 import json
 import logging
+import math
+import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +43,28 @@ PAGE = Path(__file__).with_name("page.html")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.retry_after = status, retry_after
+
+
+class RateLimiter:
+    """A token bucket per key: `rate` requests per second, bursts of as many."""
+
+    def __init__(self, rate: float):
+        self.rate, self.buckets, self.lock = rate, {}, threading.Lock()
+
+    def wait(self, key: str) -> float:
+        """0 when a request may go now (and takes its token), else the seconds until it may."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, then = self.buckets.get(key, (self.rate, now))
+            tokens = min(self.rate, tokens + (now - then) * self.rate)
+            if tokens >= 1:
+                self.buckets[key] = (tokens - 1, now)
+                return 0.0
+            self.buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
 
 
 MAX_JSON_DEPTH = 32  # arrays of arrays of an image's rows need 4; nothing sent here needs more
@@ -111,6 +133,8 @@ class Served:
                 raise ApiError(415, f"file {i + 1}: not an image (accepted: PNG, JPEG, GIF, BMP)")
             try:
                 pixels = image_pixels(io.BytesIO(data))
+            except TooLarge as exc:
+                raise ApiError(413, f"file {i + 1}: {exc}; the limit is {max_pixels:,} pixels per image") from None
             except DlxError:
                 raise ApiError(415, f"file {i + 1}: not a readable image") from None
             if pixels > max_pixels:
@@ -199,13 +223,19 @@ def create_app(source: str, settings: dict[str, Any]):
     samples = Samples(state)
     from contextlib import asynccontextmanager
 
-    from dlx.serve.jobs import Jobs
+    from dlx.serve.jobs import Jobs, QuotaError
 
     def predict_job(inputs):
         served = current.served
         return served.answer(served.predict(served.prepare_arrays(inputs)))
 
-    jobs = Jobs(state, predict_job)
+    jobs = Jobs(state, predict_job, max_per_key=int(settings.get("max_jobs_per_key", 2)),
+                timeout_s=float(settings.get("job_timeout_s", 3600.0)))
+    limiter = RateLimiter(float(settings.get("predict_per_s", 50.0)))
+    local = settings["auth"] == "none"
+    csrf = secrets.token_urlsafe(24)  # unsigned local mode: what only this server's page knows
+    port = int(settings.get("port", 8000))
+    hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")} | ({"127.0.0.1", "localhost", "[::1]"} if port == 80 else set())
 
     async def follow_registry():
         while True:
@@ -225,13 +255,40 @@ def create_app(source: str, settings: dict[str, Any]):
             poller.cancel()
         jobs.stop_worker()
 
-    app = FastAPI(title="dlx serve", version=current.served.version, docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    # no /docs or /openapi.json: the API is described in this module and the README, and a page that
+    # loads third-party scripts has no place on a server holding keys
+    app = FastAPI(title="dlx serve", version=current.served.version, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.current = current
     app.state.jobs = jobs
+    app.state.csrf = csrf
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):  # unknown paths and methods: the same JSON
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    if local:
+        @app.middleware("http")
+        async def local_only(request: Request, call_next):
+            """Unsigned local mode: requests for this address only (no DNS rebinding), and state
+            changes only from this server's page (no cross-site posts)."""
+            if request.headers.get("host", "") not in hosts:
+                return JSONResponse({"error": f"Host must be this server's address ({sorted(hosts)[0]})"}, status_code=421)
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
+                origin = request.headers.get("origin")
+                if origin is not None and origin.removeprefix("http://") not in hosts:
+                    return JSONResponse({"error": "cross-site request refused"}, status_code=403)
+                if not secrets.compare_digest(request.headers.get("x-dlx-csrf", "").encode(), csrf.encode()):
+                    return JSONResponse({"error": "X-Dlx-Csrf: missing or wrong (send requests from this server's page, "
+                                                  "or read the token from it)"}, status_code=403)
+            return await call_next(request)
 
     pixel_limits = (int(settings.get("max_pixels", 4_000_000)), int(settings.get("max_request_pixels", 16_000_000)))
 
@@ -282,7 +339,8 @@ def create_app(source: str, settings: dict[str, Any]):
         def js(value) -> str:  # JSON inside <script>: no "</script>" can end it early
             return json.dumps(value).replace("</", "<\\/")
 
-        return PAGE.read_text().replace("{{MODEL}}", js(served.describe())).replace("{{AUTH}}", js(settings["auth"]))
+        page = PAGE.read_text().replace("{{MODEL}}", js(served.describe())).replace("{{AUTH}}", js(settings["auth"]))
+        return page.replace("{{CSRF}}", js(csrf if local else ""))
 
     @app.get("/healthz")
     async def healthz():
@@ -307,7 +365,11 @@ def create_app(source: str, settings: dict[str, Any]):
     @app.post("/v1/predict")
     async def predict(request: Request):
         body = await read_body(request)
-        await caller(request, body)
+        user = await caller(request, body)
+        wait = limiter.wait(user.key_id if user else "local")
+        if wait:
+            raise ApiError(429, f"more than {settings.get('predict_per_s', 50.0):g} predict requests per second for this key",
+                           retry_after=math.ceil(wait))
         served = current.served
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
@@ -369,15 +431,19 @@ def create_app(source: str, settings: dict[str, Any]):
                 raise ApiError(422, f"inputs: expected 1 to {settings['max_batch']} arrays")
             served.prepare_arrays(inputs)  # refuse a malformed batch now, not in the worker
         try:
-            job_id = jobs.submit(kind, spec, user.name if user else None)
+            job_id = jobs.submit(kind, spec, user.name if user else None, user.key_id if user else None)
+        except QuotaError as exc:
+            raise ApiError(429, str(exc), retry_after=30) from None
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
         return {"id": job_id, "status": "queued"}
 
     @app.get("/v1/jobs/{job_id}")
     async def job_status(job_id: str, request: Request):
-        await caller(request, await read_body(request))
-        job = jobs.get(job_id) if job_id.isalnum() and len(job_id) == 32 else None
+        user = await caller(request, await read_body(request))
+        job = None
+        if job_id.isalnum() and len(job_id) == 32:  # another key's job is as unknown as one that does not exist
+            job = jobs.get(job_id, user.key_id if user else None, admin=user is None or user.admin)
         if job is None:
             raise ApiError(404, f"no job {job_id[:40]}")
         return job

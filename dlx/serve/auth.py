@@ -64,6 +64,7 @@ def signed_headers(key_id: str, secret: str, method: str, path: str, query: str 
 class User:
     key_id: str
     name: str
+    admin: bool = False  # sees every key's jobs
 
 
 class KeyStore:
@@ -77,6 +78,8 @@ class KeyStore:
         with sqlite(self.db_path) as db:
             db.execute("create table if not exists keys (key_id text primary key, name text not null, salt text not null,"
                        " secret_hash text not null, created real not null, revoked integer not null default 0)")
+            if "admin" not in [row[1] for row in db.execute("pragma table_info(keys)")]:  # a users.db of an older dlx
+                db.execute("alter table keys add column admin integer not null default 0")
             db.execute("create table if not exists nonces (key_id text not null, nonce text not null, seen real not null,"
                        " primary key (key_id, nonce))")
 
@@ -95,16 +98,17 @@ class KeyStore:
         return hmac.new(self.server_key, f"check\n{secret}".encode(), hashlib.sha256).hexdigest()
 
     # ---------------------------------------------------------------- admin
-    def add(self, name: str) -> tuple[str, str]:
-        """A new key for `name`: (key id, secret). The secret is not shown again."""
+    def add(self, name: str, admin: bool = False) -> tuple[str, str]:
+        """A new key for `name`: (key id, secret). The secret is not shown again. An `admin` key
+        sees every key's jobs."""
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ValueError(f"user name '{name}': use letters, digits, '-', '_' or '.'")
         key_id = "dlx_" + secrets.token_hex(8)
         salt = secrets.token_hex(16)
         secret = self._secret(key_id, salt)
         with sqlite(self.db_path) as db:
-            db.execute("insert into keys (key_id, name, salt, secret_hash, created) values (?, ?, ?, ?, ?)",
-                       (key_id, name, salt, self._hash(secret), time.time()))
+            db.execute("insert into keys (key_id, name, salt, secret_hash, created, admin) values (?, ?, ?, ?, ?, ?)",
+                       (key_id, name, salt, self._hash(secret), time.time(), int(admin)))
         return key_id, secret
 
     def revoke(self, key_id: str) -> bool:
@@ -137,9 +141,9 @@ class KeyStore:
         if skew > MAX_SKEW_S:
             raise AuthError(f"X-Dlx-Timestamp is {int(skew)} s away from the server's clock (at most {MAX_SKEW_S} s)")
         with sqlite(self.db_path) as db:
-            row = db.execute("select name, salt, secret_hash, revoked from keys where key_id = ?", (key_id,)).fetchone()
+            row = db.execute("select name, salt, secret_hash, revoked, admin from keys where key_id = ?", (key_id,)).fetchone()
             # the same work whether or not the key exists: no timing hint about which ids are real
-            name, salt, secret_hash, revoked = row or ("", "0" * 32, "", 1)
+            name, salt, secret_hash, revoked, admin = row or ("", "0" * 32, "", 1, 0)
             secret = self._secret(key_id, salt)
             expected = sign(secret, method, path, query, body, timestamp, nonce)
             good = hmac.compare_digest(expected, signature) and hmac.compare_digest(self._hash(secret), secret_hash)
@@ -150,4 +154,4 @@ class KeyStore:
                 db.execute("insert into nonces (key_id, nonce, seen) values (?, ?, ?)", (key_id, nonce, now))
             except sqlite3.IntegrityError:
                 raise AuthError("X-Dlx-Nonce was used before (replayed request)") from None
-        return User(key_id, name)
+        return User(key_id, name, bool(admin))

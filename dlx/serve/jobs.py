@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -30,11 +31,14 @@ from dlx.storage import sqlite
 
 log = logging.getLogger("dlx.serve.jobs")
 
-# key=value, the key a config path; no Hydra flags (-m, --cfg), no hydra.* keys, no newlines
-OVERRIDE = re.compile(r"^[+~]?[A-Za-z_][\w.]*(=[^\n\r]*)?$")
+JOB_GROUPS = ("dataset", "model", "optimizer", "regularization", "logger")  # the config groups a job may pick from
 KINDS = ("predict", "train")
-# override keys that name files, directories or stores: a caller's text never becomes a server path
-PATH_KEYS = re.compile(r"(^|\.)(path|dir|tracking_uri|from_run|extra|resume|out|storage)$")
+KEY = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+VALUE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")  # a scalar: no ${...}, quotes, brackets, separators or spaces
+
+
+class QuotaError(ValueError):
+    """A key already has as many jobs queued or running as it may."""
 
 
 def json_serializer():
@@ -80,32 +84,128 @@ def json_serializer():
     return JsonSerializer()
 
 
-def check_train_overrides(overrides: Any) -> list[str]:
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise ValueError("overrides: expected a list of strings like \"model=cnn\"")
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the YAML files dlx ships in conf/<group>/."""
+    from dlx.schemas import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def settable_keys() -> dict[str, tuple[str, Any]]:
+    """The scalar keys a job may set, from the schemas: numbers with a declared range, booleans,
+    and choices (enums). key -> ("number", Range) | ("int", Range) | ("bool", None) | ("choice", names)."""
+    import dataclasses
+    import enum
+    import typing
+
+    from dlx import config, family
+
+    roots = [(config.SCHEMAS[g], f"{g}.") for g in ("dataset", "optimizer", "regularization", "trainer", "logger")]
+    roots += [(fam, "model.") for fam in family.builtin().values()]
+    keys: dict[str, tuple[str, Any]] = {}
+    while roots:
+        schema, prefix = roots.pop()
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            kinds = [hints[f.name], *typing.get_args(hints[f.name])]
+            key = f"{prefix}{f.name}"
+            nested = next((k for k in kinds if dataclasses.is_dataclass(k)), None)
+            if nested is not None:
+                roots.append((nested, f"{key}."))
+            elif typing.get_origin(hints[f.name]) in (list, dict):
+                continue  # lists and maps are not scalars
+            elif bool in kinds:
+                keys[key] = ("bool", None)
+            elif f.metadata.get("range") is not None:
+                keys[key] = ("int" if int in kinds else "number", f.metadata["range"])
+            elif any(isinstance(k, type) and issubclass(k, enum.Enum) for k in kinds):
+                choice = next(k for k in kinds if isinstance(k, type) and issubclass(k, enum.Enum))
+                keys[key] = ("choice", [m.name for m in choice])
+    return keys
+
+
+def check_train_overrides(overrides: Any, field: str = "overrides") -> list[str]:
+    """The overrides of a train job, each checked against what the schema allows; ValueError
+    naming the offending key otherwise. Config groups take one of their listed options; other
+    keys only scalars, in their declared range; nothing else (no hydra.*, +/~, ${...}, paths)."""
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides) or len(overrides) > 64:
+        raise ValueError(f"{field}: expected a list of up to 64 strings like \"model=cnn\"")
+    keys = settable_keys()
     for o in overrides:
-        if not OVERRIDE.match(o) or o.lstrip("+~").startswith("hydra"):
-            raise ValueError(f"overrides: '{o[:60]}' is not a config override (key=value, no hydra.* keys or flags)")
+        key, eq, value = o.partition("=")
+        shown = key[:60]
+        if not eq or not KEY.match(key):
+            raise ValueError(f"{field}: '{o[:60]}' is not key=value with a config key (no +, ~, flags or hydra.*)")
+        if key.startswith("hydra") or key.split(".")[0] not in (*JOB_GROUPS, "trainer"):
+            raise ValueError(f"{field}: {shown}: a job may set {', '.join(JOB_GROUPS)} and trainer keys only")
+        if key in JOB_GROUPS:
+            if value not in group_options(key):
+                raise ValueError(f"{field}: {shown}: expected one of {', '.join(group_options(key))}; got '{value[:40]}'")
+            continue
         if o == "dataset.extra=samples":  # this server's collected samples (the retraining loop)
             continue
-        if PATH_KEYS.search(o.lstrip("+~").split("=", 1)[0]):
-            raise ValueError(f"overrides: {o.split('=', 1)[0]} names a file or directory; a job may not set it")
+        if key not in keys:
+            raise ValueError(f"{field}: {shown}: not a key a job may set (scalars with a declared range, booleans and choices only)")
+        if not VALUE.match(value):
+            raise ValueError(f"{field}: {shown}: expected a plain number, true/false or a name; got '{value[:40]}'")
+        kind, allowed = keys[key]
+        if kind == "bool" and value.lower() not in ("true", "false"):
+            raise ValueError(f"{field}: {shown}: expected true or false; got '{value[:40]}'")
+        if kind == "choice" and value not in allowed:
+            raise ValueError(f"{field}: {shown}: expected one of {', '.join(allowed)}; got '{value[:40]}'")
+        if kind in ("int", "number"):
+            try:
+                number = int(value) if kind == "int" else float(value)
+            except ValueError:
+                raise ValueError(f"{field}: {shown}: expected {'an integer' if kind == 'int' else 'a number'}; got '{value[:40]}'") from None
+            if number != number or number not in allowed:
+                raise ValueError(f"{field}: {shown}: {value} is outside the allowed range {allowed}")
     return overrides
 
 
+def train_overrides(payload: dict) -> list[str]:
+    """A train job's request -> checked overrides. Either {"overrides": ["model=cnn", ...]} or
+    {"groups": {"model": "cnn"}, "values": {"trainer.epochs": 5}, "samples": true}."""
+    if "overrides" in payload:
+        extra = set(payload) - {"overrides"}
+        if extra:
+            raise ValueError(f"{sorted(extra)[0][:40]}: not a field of a train job (overrides, or groups/values/samples)")
+        return check_train_overrides(payload["overrides"])
+    extra = set(payload) - {"groups", "values", "samples"}
+    if extra:
+        raise ValueError(f"{sorted(extra)[0][:40]}: not a field of a train job (groups, values, samples)")
+    groups, values = payload.get("groups") or {}, payload.get("values") or {}
+    if not isinstance(groups, dict) or not isinstance(values, dict):
+        raise ValueError("groups / values: expected JSON objects")
+    out = []
+    for key, value in [*groups.items(), *values.items()]:
+        if not isinstance(value, (str, int, float, bool)) or value is None:
+            raise ValueError(f"{str(key)[:60]}: expected a scalar value")
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        out.append(f"{key}={text}")
+    if payload.get("samples") is True:
+        out.append("dataset.extra=samples")
+    return check_train_overrides(out, "groups/values")
+
+
 class Jobs:
-    def __init__(self, state_dir: Path, predict: Callable[[Any], Any] | None = None):
-        """`predict(inputs)` runs a predict job (the server's model); None in a worker without one."""
+    def __init__(self, state_dir: Path, predict: Callable[[Any], Any] | None = None, *, max_per_key: int = 2,
+                 timeout_s: float = 3600.0):
+        """`predict(inputs)` runs a predict job (the server's model); None in a worker without one.
+        `max_per_key`: jobs a key may have queued or running; `timeout_s`: a training job's wall-clock limit."""
         from huey import SqliteHuey
 
         self.state = Path(state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         self.db_path = self.state / "jobs.db"
         self.predict = predict
+        self.max_per_key, self.timeout_s = max_per_key, timeout_s
         with sqlite(self.db_path) as db:
             db.execute("create table if not exists jobs (id text primary key, kind text not null, payload text not null,"
                        " status text not null, result text, error text, user text, created real not null,"
                        " started real, finished real)")
+            if "key_id" not in [row[1] for row in db.execute("pragma table_info(jobs)")]:  # a state dir of an older dlx
+                db.execute("alter table jobs add column key_id text")
         self.huey = SqliteHuey(name="dlx", filename=str(self.state / "queue.db"), serializer=json_serializer(),
                                results=False, timeout=30)
         self.consumer = None
@@ -117,24 +217,33 @@ class Jobs:
         self._task = run
 
     # ---------------------------------------------------------------- the API's side
-    def submit(self, kind: str, payload: dict, user: str | None) -> str:
+    def submit(self, kind: str, payload: dict, user: str | None, key_id: str | None = None) -> str:
         if kind not in KINDS:
-            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got '{kind}'")
+            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got '{str(kind)[:40]}'")
         if kind == "train":
-            check_train_overrides(payload.get("overrides"))
+            payload = {"overrides": train_overrides(payload)}
         job_id = uuid.uuid4().hex
         with sqlite(self.db_path) as db:
-            db.execute("insert into jobs (id, kind, payload, status, user, created) values (?, ?, ?, 'queued', ?, ?)",
-                       (job_id, kind, json.dumps(payload), user, time.time()))
+            db.execute("begin immediate")  # counting and adding as one step: two requests cannot both squeeze in
+            waiting = db.execute("select count(*) from jobs where key_id is ? and status in ('queued', 'running')",
+                                 (key_id,)).fetchone()[0]
+            if waiting >= self.max_per_key:
+                db.execute("rollback")
+                raise QuotaError(f"this key has {waiting} jobs queued or running; the limit is {self.max_per_key}")
+            db.execute("insert into jobs (id, kind, payload, status, user, key_id, created) values (?, ?, ?, 'queued', ?, ?, ?)",
+                       (job_id, kind, json.dumps(payload), user, key_id, time.time()))
+            db.execute("commit")
         self._task(job_id)
         return job_id
 
-    def get(self, job_id: str) -> dict | None:
+    def get(self, job_id: str, key_id: str | None = None, admin: bool = True) -> dict | None:
+        """The job, if `key_id` made it (or `admin`); None otherwise, as for a job that does not exist."""
         with sqlite(self.db_path) as db:
-            row = db.execute("select id, kind, status, result, error, user, created, started, finished from jobs where id = ?",
-                             (job_id,)).fetchone()
-        if row is None:
+            row = db.execute("select id, kind, status, result, error, user, created, started, finished, key_id from jobs "
+                             "where id = ?", (job_id,)).fetchone()
+        if row is None or (not admin and row[-1] != key_id):
             return None
+        row = row[:-1]
         keys = ("id", "kind", "status", "result", "error", "user", "created", "started", "finished")
         job = dict(zip(keys, row))
         job["result"] = json.loads(job["result"]) if job["result"] else None
@@ -153,6 +262,7 @@ class Jobs:
             result = self._train(job_id, payload) if kind == "train" else self._predict(payload)
         except Exception as exc:  # recorded; the worker goes on with the next job
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:500]
+            message = message.replace(str(self.state.resolve()), "<state>").replace(str(self.state), "<state>")
             log.warning("job %s (%s) failed: %s", job_id, kind, message)
             with sqlite(self.db_path) as db:
                 db.execute("update jobs set status = 'failed', error = ?, finished = ? where id = ?", (message, time.time(), job_id))
@@ -169,17 +279,25 @@ class Jobs:
 
     def _train(self, job_id: str, payload: dict) -> dict:
         overrides = [f"dataset.extra={self.state.resolve()}" if o == "dataset.extra=samples" else o
-                     for o in check_train_overrides(payload.get("overrides"))]
+                     for o in check_train_overrides(payload.get("overrides"))]  # checked again: the queue is a file
         run_dir = self.state / "jobs" / job_id
         exe = str(Path(sys.executable).with_name("dlx"))
         log_file = self.state / "jobs" / f"{job_id}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        # the server's environment, less what changes how dlx reports errors (HYDRA_FULL_ERROR: tracebacks)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
         with open(log_file, "w") as out:
-            proc = subprocess.run([exe, "train", *overrides, f"hydra.run.dir={run_dir}"], cwd=self.state,
-                                  stdout=out, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen([exe, "train", *overrides, f"hydra.run.dir={run_dir}"], cwd=self.state, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            try:
+                proc.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                _fail_mlflow_run(run_dir, f"timed out after {self.timeout_s:g} s")
+                raise RuntimeError(f"timed out after {self.timeout_s:g} s (serve.job_timeout_s)") from None
         if proc.returncode != 0:
             lines = [ln for ln in log_file.read_text().splitlines() if ln.startswith("dlx train: ")]
-            raise RuntimeError(lines[-1] if lines else f"dlx train exited {proc.returncode}; see {log_file}")
+            raise RuntimeError(lines[-1] if lines else f"dlx train exited {proc.returncode}")
         return {"run": str(run_dir), "metrics": json.loads((run_dir / "metrics.json").read_text())}
 
     def start_worker(self) -> None:
@@ -198,3 +316,38 @@ class Jobs:
         if self.consumer is not None:
             self.consumer.stop(graceful=True)
             self.consumer = None
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the job's process group (dlx train saves its epoch and ends its MLflow run),
+    then SIGKILL if it has not gone within 30 s."""
+    import signal
+
+    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _fail_mlflow_run(run_dir: Path, reason: str) -> None:
+    """Mark a stopped job's MLflow run FAILED, with the reason as a tag (run.json names it)."""
+    record_file = run_dir / "run.json"
+    if not record_file.is_file():
+        return
+    record = json.loads(record_file.read_text()).get("mlflow") or {}
+    if not record.get("run_id"):
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(record["tracking_uri"])
+        client.set_tag(record["run_id"], "dlx.error", reason)
+        client.set_terminated(record["run_id"], "FAILED")
+    except Exception as exc:  # the job's failure is recorded either way
+        log.warning("could not mark MLflow run %s FAILED: %s", record["run_id"], exc)
