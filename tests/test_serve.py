@@ -207,13 +207,13 @@ def add_user(state: Path, name: str) -> tuple[str, str]:
     return out.split("key id:")[1].split()[0], out.split("secret:")[1].split()[0]
 
 
-def start_server(run: Path, state: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, state: Path, *overrides: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
     """A real `dlx serve` (uvicorn) on a free loopback port, once /healthz answers."""
     import httpx
 
     exe = str(Path(sys.executable).with_name("dlx"))
     port = free_port()
-    proc = subprocess.Popen([exe, "serve", f"run={run}", f"serve.port={port}", f"serve.state_dir={state}"],
+    proc = subprocess.Popen([exe, "serve", f"run={run}", f"serve.port={port}", f"serve.state_dir={state}", *overrides],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

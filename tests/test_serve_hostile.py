@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from test_serve import SETTINGS, add_user, digit_png, free_port, run_dir, start_server  # noqa: F401 (fixture)
 
@@ -282,7 +281,7 @@ def test_a_real_server_stays_responsive_while_it_refuses_and_decodes_large_image
         proc.terminate()
         proc.wait(timeout=30)
     assert codes and 500 not in codes and set(codes) <= {200, 413, 429}
-    assert float(np.median(latencies)) < 0.2, latencies
+    assert max(latencies) < 0.2, sorted(latencies)  # decoding and inference run off the event loop
     assert not [p for p in tmp_path.rglob("*") if state not in p.parents and p != state and p.name not in ("outputs",)
                 and "outputs" not in p.parts], "written outside the state directory"
 
