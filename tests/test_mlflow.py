@@ -295,3 +295,22 @@ def test_every_readme_serve_and_promote_command_works_as_written(dlx, workdir, m
             wait_http(f"http://127.0.0.1:{port}/healthz", server, timeout=120)
         finally:
             stop(server)
+
+
+@pytest.mark.slow
+def test_a_failure_after_the_mlflow_run_started_ends_it_failed(dlx, workdir):
+    from mlflow.tracking import MlflowClient
+
+    (workdir / "broken").mkdir()
+    (workdir / "broken" / "fam.py").write_text(
+        "import keras\nfrom dlx.family import Family\n\n\n"
+        "class Broken(Family):\n    @staticmethod\n    def objective(model, spec):\n        raise ValueError('no loss for you')\n\n\n"
+        "def build(cfg, spec):\n    return keras.Sequential([keras.Input(spec.input_shape), keras.layers.Flatten(),\n"
+        "                             keras.layers.Dense(spec.num_classes, activation='softmax')])\n")
+    (workdir / "conf" / "model").mkdir(parents=True)
+    (workdir / "conf" / "model" / "broken.yaml").write_text("_target_: broken.fam.build\n")
+    proc = dlx("train", "--config-dir", "conf", "model=broken", "trainer.epochs=1", "hydra.run.dir=run")
+    assert proc.returncode != 0
+    client = MlflowClient(f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}")
+    run = client.get_run(run_id_of(workdir / "run"))
+    assert run.info.status == "FAILED"

@@ -175,36 +175,34 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         tracker = Tracker(cfg, run_dir, run_name(), overrides=task_overrides(),
                           resume_run_id=(state or {}).get("mlflow_run_id"))
         tracker.write_run_json()
-        trial = sweeps.job_trial(cfg.get("sweep"), tracking.sweep_dir_of_job() or run_dir.parent)
 
-    from dlx import models, plots
+    from dlx import models, plots, startup
+    from dlx.errors import Preempted
     from dlx.family import model_hook
     from dlx.families._shared import PRETRAINED_FILE
     from dlx.training import loop
     from dlx.training.batches import in_order
     from dlx.training.preemption import preemptible, requeue_on_slurm
 
-    gradients = mode == "steps" or (mode == "full_batch" and str(c.optimizer.name) != "newton")
-    size = f"{model.count_params():,} parameters" if model.built else "size set by its solver"
-    log.info("model %s: %s, fit mode %s, device %s", name, size, mode, placement.description)
-    if not gradients and str(c.optimizer.name) != "newton":
-        log.info("model %s is fitted without a gradient optimizer: optimizer=%s is not used", name, c.optimizer.name)
-    steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
-    with placement.scope():
-        models.compile(
-            model, data.spec,
-            optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
-            # a few large steps gain nothing from running several per call, and pay for tracing them
-            steps_per_execution=steps_per_execution if mode == "steps" else 1,
-            jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
-            objective=family.objective(model, data.spec),
-        )
-    data.spec.save(run_dir / "data_spec.json")
-    from dlx import startup
-    from dlx.errors import Preempted
-
-    startup.end()  # everything the training needs is imported
-    try:
+    try:  # from here on the MLflow run exists: whatever fails ends it FAILED
+        trial = sweeps.job_trial(cfg.get("sweep"), tracking.sweep_dir_of_job() or run_dir.parent)
+        gradients = mode == "steps" or (mode == "full_batch" and str(c.optimizer.name) != "newton")
+        size = f"{model.count_params():,} parameters" if model.built else "size set by its solver"
+        log.info("model %s: %s, fit mode %s, device %s", name, size, mode, placement.description)
+        if not gradients and str(c.optimizer.name) != "newton":
+            log.info("model %s is fitted without a gradient optimizer: optimizer=%s is not used", name, c.optimizer.name)
+        steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
+        with placement.scope():
+            models.compile(
+                model, data.spec,
+                optimizer=optim.build(c.optimizer, steps, c.trainer.epochs) if gradients else None,
+                # a few large steps gain nothing from running several per call, and pay for tracing them
+                steps_per_execution=steps_per_execution if mode == "steps" else 1,
+                jit_compile="auto" if c.trainer.jit_compile is None else c.trainer.jit_compile,
+                objective=family.objective(model, data.spec),
+            )
+        data.spec.save(run_dir / "data_spec.json")
+        startup.end()  # everything the training needs is imported
         pretrain_seconds = None
         pretraining = model_hook(model, "pretraining")
         if pretraining is not None:
