@@ -24,7 +24,14 @@ def open_run(run: str) -> tuple[Path, dict]:
     for needed in (".hydra/config.yaml", "model.keras", "data_spec.json"):
         if not (path / needed).is_file():
             raise DlxError(f"run={run}: missing {needed} (not a finished dlx train run)")
-    return path, OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=True)
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"), resolve=True)
+    except Exception as exc:  # YAML that does not parse or resolve: a truncated or edited file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DlxError(f"run={run}: .hydra/config.yaml is not a readable config ({first[:120]})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) or not isinstance(cfg.get("dataset"), dict):
+        raise DlxError(f"run={run}: .hydra/config.yaml has no model and dataset (truncated?)")
+    return path, cfg
 
 
 def load_model(path: Path, cfg: dict, spec):
@@ -41,7 +48,10 @@ def load_keras(model_file: Path, cfg: dict, spec):
 
     family = resolve(cfg["model"], "run model")
     models.import_keras_code(family)  # registers the family's Keras classes
-    model = keras.saving.load_model(model_file, compile=False)
+    try:
+        model = keras.saving.load_model(model_file, compile=False)
+    except Exception as exc:  # a truncated or corrupt archive; Keras says "file not found" for some of those
+        raise DlxError(f"{model_file}: not a readable Keras model ({type(exc).__name__}: truncated or corrupt?)") from None
     models.compile(model, spec, objective=family.objective(model, spec))
     return model
 

@@ -85,8 +85,11 @@ def resume_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     saved_file = run / ".hydra" / "config.yaml"
     if not saved_file.is_file():
         raise DlxError(f"resume={value}: not a dlx train run directory (no .hydra/config.yaml)")
-    saved = yaml.safe_load(saved_file.read_text()) or {}
-    if "trainer" not in saved:
+    try:
+        saved = yaml.safe_load(saved_file.read_text()) or {}
+    except yaml.YAMLError:
+        raise DlxError(f"resume={value}: its .hydra/config.yaml is not readable YAML (truncated?)") from None
+    if not isinstance(saved, dict) or "trainer" not in saved:
         raise DlxError(f"resume={value}: not a dlx train run directory (its config has no trainer)")
     overrides_file = run / ".hydra" / "overrides.yaml"
     before = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
@@ -182,6 +185,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
     from dlx.families._shared import PRETRAINED_FILE
     from dlx.training import loop
     from dlx.training.batches import in_order
+    from dlx.training.callbacks import save_keras
     from dlx.training.preemption import preemptible, requeue_on_slurm
 
     try:  # from here on the MLflow run exists: whatever fails ends it FAILED
@@ -214,7 +218,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         with preemptible():
             result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning, mode=mode,
                               resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id})
-        model.save(run_dir / "model.keras")
+        save_keras(model, run_dir / "model.keras")
         test_batches = in_order(data.test.x, data.test.y, c.trainer.batch_size)  # also the figures' predictions
         test = model.evaluate(test_batches, return_dict=True, verbose=0)
         metrics = {f"test_{k}": float(v) for k, v in test.items()}

@@ -103,7 +103,7 @@ class Checkpoints(keras.callbacks.Callback):
         current = self._snapshot()
         for name in sorted(self._dirty):
             self.restore(name)
-            self.model.save(self.paths[name])
+            save_keras(self.model, self.paths[name])
         self._apply(current)
         self._dirty.clear()
         self._written = time.monotonic()
@@ -214,3 +214,11 @@ def validation_metric(model: keras.Model, x: np.ndarray, y: np.ndarray, monitor:
 def monitor_mode(metric: str) -> str:
     """'max' for scores (accuracy, AUC, ...), 'min' for losses and errors."""
     return "max" if higher_is_better(metric) else "min"
+
+
+def save_keras(model, path: Path) -> None:
+    """`model.save(path)` through a temporary file: the previous file survives a failed write."""
+    from dlx.training.state import atomic
+
+    with atomic(path, ".tmp.keras") as tmp:
+        model.save(tmp)

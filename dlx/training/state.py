@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,19 @@ def resume_dir(run_dir: Path) -> Path:
 
 def read(directory: Path) -> dict | None:
     """The last completed epoch's state (`ResumeState` writes it), or None."""
+    from dlx.errors import DlxError
+
     path = directory / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not {"epoch", "history", "variables"} <= set(state):
+            raise ValueError("no epoch, history or variables")
+    except (ValueError, OSError) as exc:
+        raise DlxError(f"{path}: not a readable resume state ({type(exc).__name__}: truncated or edited?); "
+                       "remove the checkpoints/resume folder to train the run from its start") from None
+    return state
 
 
 def save_groups(path: Path, **groups: list) -> None:
@@ -26,9 +38,26 @@ def save_groups(path: Path, **groups: list) -> None:
     through a rename."""
     arrays = {f"{g}{i}": a for g, values in groups.items() for i, a in enumerate(values)}
     counts = {f"n_{g}": len(values) for g, values in groups.items()}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays, **counts)
-    os.replace(tmp, path)
+    with atomic(path, ".tmp.npz") as tmp:
+        np.savez(tmp, **arrays, **counts)
+
+
+@contextmanager
+def atomic(path: Path, suffix: str):
+    """Write to a temporary name next to `path`, then rename over it: a failure (a full disk)
+    leaves the previous file whole and no temporary behind, and is one line (DlxError)."""
+    from dlx.errors import DlxError
+
+    tmp = path.with_suffix(suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DlxError(f"could not write {path}: {exc.strerror or exc}; the previous version is kept") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_groups(path: Path) -> dict[str, list]:
