@@ -314,8 +314,8 @@ class TrainConfig:
     logger: Any = MISSING
     # free-form labels: MLflow tags; experiments/ presets keep the book's reported numbers here
     tags: Dict[str, Any] = field(default_factory=dict)
-    # DIR: continue that killed run in its own directory; true (multirun): skip finished jobs and
-    # continue killed ones of the sweep in hydra.sweep.dir
+    # DIR (or last: the newest run in outputs/): continue that killed run in its own directory;
+    # true (multirun): skip finished jobs and continue killed ones of the sweep in hydra.sweep.dir
     resume: Optional[str] = None
     # an Optuna search (`dlx train -m sweep=NAME`, conf/sweep/NAME.yaml); null otherwise
     sweep: Optional[SweepConfig] = None

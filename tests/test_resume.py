@@ -120,3 +120,19 @@ def test_sigusr1_stops_training_keeps_the_epoch_state_and_requeues_on_slurm(dlx,
     assert last.startswith("dlx train: stopped by signal 10; state saved at the end of epoch") and "resume=" in last
     assert calls.read_text().split() == ["requeue", "4242"]
     assert not (workdir / "pre/metrics.json").exists() and saved_epoch(workdir / "pre") >= 1
+
+
+@pytest.mark.slow
+def test_resume_last_continues_the_newest_run(dlx, workdir):
+    assert dlx("train", "resume=last").stderr.strip().endswith("resume=last: no run in outputs/ of this directory")
+    dlx("train", *TINY, "logger=none", "hydra.run.dir=outputs/2026-01-01/00-00-00", check=True)
+    proc = start(workdir, "train", *TINY, "trainer.epochs=300", "trainer.early_stopping.enabled=false", "logger=none",
+                 "hydra.run.dir=outputs/2026-01-02/00-00-00")
+    newest = workdir / "outputs/2026-01-02/00-00-00"
+    wait_for((newest / "checkpoints/resume/state.json").is_file, what="an epoch of the newest run")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = json.loads((newest / "checkpoints/resume/state.json").read_text())["epoch"]
+    resumed = dlx("train", "resume=last", timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    assert metrics(newest)["resumed_from_epoch"] == saved and metrics(newest)["epochs_run"] == 300

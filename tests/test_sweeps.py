@@ -374,3 +374,18 @@ def test_hparams_for_tensorboard_and_runs_table(dlx, workdir):
     assert csv_out[0] == "run,overrides,best_val_loss,test,epochs,seconds,status" and len(csv_out) == 3
 
     assert dlx("runs", "nowhere").returncode == 2
+
+
+@pytest.mark.slow
+def test_runs_grouped_by_a_key_give_mean_and_std_over_seeds(dlx, workdir):
+    dlx("train", "-m", "model=softmax,mlp", "trainer.seed=1,2", *TINY, "logger=none", "hydra.sweep.dir=g", check=True)
+    out = dlx("runs", "g", "--group-by", "model", "--format", "csv", check=True).stdout.splitlines()
+    assert out[0] == "runs,group,best_val_loss (mean),test (mean),epochs,seconds,std"
+    rows = {line.split(",")[1]: line.split(",") for line in out[1:]}
+    assert set(rows) == {"model=softmax", "model=mlp"} and all(r[0] == "2 runs" for r in rows.values())
+    for model, row in rows.items():
+        values = [metrics(d)["best_val_loss"] for d in job_dirs(workdir / "g").values() if model in d.name]
+        assert float(row[2]) == pytest.approx(sum(values) / 2, abs=1e-4)
+        assert float(row[6].lstrip("± ")) == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-4)
+    bad = dlx("runs", "g", "--group-by", "optimizer.lr")
+    assert bad.returncode == 2 and "no finished run sets optimizer.lr" in bad.stderr

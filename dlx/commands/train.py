@@ -79,6 +79,12 @@ def resume_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     value = next(a.split("=", 1)[1] for a in overrides if a.startswith("resume="))
     if value[:1] == "'" and value[-1:] == "'":  # quoted by quote_paths
         value = value[1:-1].replace("\\'", "'")
+    if value == "last":  # the newest run under outputs/ (outputs/<date>/<time>: the names sort by time)
+        runs = sorted(p.parent.parent for p in Path("outputs").glob("*/*/.hydra/config.yaml"))
+        if not runs:
+            raise DlxError("resume=last: no run in outputs/ of this directory")
+        value = str(runs[-1])
+        log.info("resume=last: %s", value)
     if value.lower() in ("true", "false", "null", ""):
         raise DlxError(f"resume={value}: resume=true is for re-running a sweep (-m); to continue one run give its directory: resume=DIR")
     run = Path(value).expanduser()
