@@ -386,6 +386,9 @@ class ServeSettings:
     predict_per_s: float = ranged(50.0, "(0, 1e6]")  # predict requests per second per key (a burst of as many); more: 429
     max_jobs_per_key: int = ranged(2, "[1, 1e6]")  # jobs a key may have queued or running; more: 429
     job_timeout_s: float = ranged(3600.0, "(0, 1e8]")  # a training job's wall-clock limit; its run ends FAILED
+    # TensorFlow threads of a training job (its trainer.threads unless it sets one); null = half the
+    # cores: the server keeps the rest for its requests
+    job_threads: Optional[int] = ranged(None, "[1, 4096]")
     # who runs /v1/jobs: a worker thread in the server, or none (`dlx worker` processes instead)
     worker: Worker = Worker.thread
     # model=models:/NAME@ALIAS: how often to look for a newly promoted version (POST /v1/reload: now)

@@ -7,6 +7,8 @@ is in the middle of the frame, and expressed in the raw pixel range of the datas
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,9 @@ from dlx.data.types import DataSpec, scale
 from dlx.errors import DlxError
 
 INK_THRESHOLD = 0.2  # of the brightest pixel: what counts as ink when cropping
+
+
+MAX_SIDE = 1024  # larger images are box-averaged by an integer factor to at most this side before anything else
 
 
 class TooLarge(DlxError):
@@ -50,7 +55,10 @@ def read_grey(path: Path, max_pixels: int | None = None) -> np.ndarray:
                 paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 paper.alpha_composite(rgba)
                 im = paper
-            return np.asarray(im.convert("L"), dtype=np.float32)
+            grey = im.convert("L")
+            if max(grey.size) > MAX_SIDE:  # averaged down in C first: every model input is far smaller
+                grey = grey.reduce(math.ceil(max(grey.size) / MAX_SIDE))
+            return np.asarray(grey, dtype=np.float32)
     except FileNotFoundError:
         raise DlxError(f"{path}: no such file") from None
     except Image.DecompressionBombError:

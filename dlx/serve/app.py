@@ -230,7 +230,7 @@ def create_app(source: str, settings: dict[str, Any]):
         return served.answer(served.predict(served.prepare_arrays(inputs)))
 
     jobs = Jobs(state, predict_job, max_per_key=int(settings.get("max_jobs_per_key", 2)),
-                timeout_s=float(settings.get("job_timeout_s", 3600.0)))
+                timeout_s=float(settings.get("job_timeout_s", 3600.0)), threads=settings.get("job_threads"))
     limiter = RateLimiter(float(settings.get("predict_per_s", 50.0)))
     local = settings["auth"] == "none"
     csrf = secrets.token_urlsafe(24)  # unsigned local mode: what only this server's page knows

@@ -190,7 +190,7 @@ def train_overrides(payload: dict) -> list[str]:
 
 class Jobs:
     def __init__(self, state_dir: Path, predict: Callable[[Any], Any] | None = None, *, max_per_key: int = 2,
-                 timeout_s: float = 3600.0):
+                 timeout_s: float = 3600.0, threads: int | None = None):
         """`predict(inputs)` runs a predict job (the server's model); None in a worker without one.
         `max_per_key`: jobs a key may have queued or running; `timeout_s`: a training job's wall-clock limit."""
         from huey import SqliteHuey
@@ -200,6 +200,7 @@ class Jobs:
         self.db_path = self.state / "jobs.db"
         self.predict = predict
         self.max_per_key, self.timeout_s = max_per_key, timeout_s
+        self.threads = threads or max(1, (os.cpu_count() or 2) // 2)
         with sqlite(self.db_path) as db:
             db.execute("create table if not exists jobs (id text primary key, kind text not null, payload text not null,"
                        " status text not null, result text, error text, user text, created real not null,"
@@ -280,6 +281,8 @@ class Jobs:
     def _train(self, job_id: str, payload: dict) -> dict:
         overrides = [f"dataset.extra={self.state.resolve()}" if o == "dataset.extra=samples" else o
                      for o in check_train_overrides(payload.get("overrides"))]  # checked again: the queue is a file
+        if not any(o.startswith("trainer.threads=") for o in overrides):  # the server keeps cores for its requests
+            overrides.append(f"trainer.threads={self.threads}")
         run_dir = self.state / "jobs" / job_id
         exe = str(Path(sys.executable).with_name("dlx"))
         log_file = self.state / "jobs" / f"{job_id}.log"
