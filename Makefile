@@ -1,5 +1,5 @@
 # make run   : fresh clone -> .venv -> dlx train on the bundled digits dataset
-# make test  : same install, then the test suite (slow end-to-end tests included; FAST=1 skips them)
+# make test  : same install, then the test suite without the slow end-to-end tests (SLOW=1: all; CI runs all)
 # make bench : overhead, classic, generative, sequence, sweep and serving benchmarks -> benchmarks/results/{overhead,classic,generative,sequence,sweeps,serve}.md
 # make bench-peers : dlx vs plain Keras vs PyTorch Lightning -> benchmarks/results/peers.md (installs torch)
 # make reproduce : the book presets and tuned variants -> experiments/RESULTS.md (+ results.png)
@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/dlx train
 
 test: $(STAMP)
-	$(BIN)/pytest $(if $(FAST),-m "not slow",)
+	$(BIN)/pytest $(if $(SLOW),,-m "not slow")
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py

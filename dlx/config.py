@@ -10,77 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 
-from dlx.errors import DlxError
-
-
-# --------------------------------------------------------------------------- ranges
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric key accepts: `[low, high]`, `(` or `)` for an open end."""
-
-    text: str
-
-    def bounds(self) -> tuple[float, float, bool, bool]:
-        low, high = (float(part) for part in self.text[1:-1].split(","))
-        return low, high, self.text[0] == "(", self.text[-1] == ")"
-
-    def __contains__(self, value) -> bool:
-        low, high, open_low, open_high = self.bounds()
-        above = value > low if open_low else value >= low
-        below = value < high if open_high else value <= high
-        return bool(above and below)
-
-    def __str__(self) -> str:
-        low, high, open_low, open_high = self.bounds()
-        show = lambda v: f"{v:g}" if abs(v) < 1e6 or v != int(v) else f"{int(v):,}"  # noqa: E731
-        return f"{'(' if open_low else '['}{show(low)}, {show(high)}{')' if open_high else ']'}"
-
-
-def ranged(default, spec: str):
-    """A numeric field (or a list of numbers) with the range its values must fall in (null,
-    where allowed, passes)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"range": Range(spec)})
-    return field(default=default, metadata={"range": Range(spec)})
-
-
-def check_ranges(schema, values: dict, prefix: str = "") -> None:
-    """Every value of a config node (plain dict) whose schema field declares a range lies in it:
-    one line naming the key, the value and the range. Nested schemas are walked too."""
-    import dataclasses
-
-    for f in dataclasses.fields(schema):
-        value = values.get(f.name) if isinstance(values, dict) else None
-        key = f"{prefix}{f.name}"
-        rng = f.metadata.get("range")
-        if rng is not None and value is not None:
-            for where, number in ([(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]):
-                if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number or number not in rng:
-                    raise DlxError(f"{where}: {number!r} is outside the allowed range {rng}")
-        nested = _schema_of(schema, f)
-        if nested is not None and isinstance(value, dict):
-            check_ranges(nested, value, f"{key}.")
-        elif nested is not None and isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, dict):
-                    check_ranges(nested, item, f"{key}[{i}].")
-
-
-def _schema_of(schema, f):
-    """The dataclass a field holds, directly or as List[...] / Optional[...] of one."""
-    import dataclasses
-    import typing
-
-    hint = typing.get_type_hints(schema).get(f.name)
-    for candidate in (hint, *typing.get_args(hint)):
-        if dataclasses.is_dataclass(candidate):
-            return candidate
-    return None
+from dlx.ranges import ranged
 
 
 # --------------------------------------------------------------------------- choices
@@ -190,7 +126,7 @@ class OptimizerConfig:
     clipnorm: Optional[float] = ranged(None, "(0, 1e9]")
     clipvalue: Optional[float] = ranged(None, "(0, 1e9]")
     schedule: Schedule = Schedule.constant
-    decay_rate: float = ranged(0.96, "(0, 1]")  # exponential / step
+    decay_rate: float = ranged(0.96, "(0, 1e38]")  # exponential / step; > 1 grows the rate (up to float32's largest)
     decay_steps: int = ranged(1000, "[1, 1e12]")  # exponential: optimizer steps per decay
     step_epochs: int = ranged(10, "[1, 1e6]")  # step: epochs per decay
     warmup_epochs: int = ranged(0, "[0, 1e6]")  # linear warm-up before the schedule
@@ -437,3 +373,19 @@ def ns(tree: Any) -> Any:
     if isinstance(tree, list):
         return [ns(v) for v in tree]
     return tree
+
+
+def experiments_dir() -> Path:
+    """``experiments/`` of the source tree, or the copy the wheel carries inside the package."""
+    here = Path(__file__).resolve().parent
+    inside = here / "experiments"
+    return inside if inside.is_dir() else here.parent / "experiments"
+
+
+def conf_dir() -> Path:
+    """``conf/`` of the source tree, or the copy the wheel carries inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"dlx configs not found next to {here}")

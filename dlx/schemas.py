@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dlx.config import conf_dir, experiments_dir  # noqa: F401 (where the CLI and the tests find them)
+
 
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore; group YAMLs name them in their defaults list."""
@@ -25,22 +27,6 @@ def register() -> None:
         cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
-def experiments_dir() -> Path:
-    """``experiments/`` of the source tree, or the copy the wheel carries inside the package."""
-    here = Path(__file__).resolve().parent
-    inside = here / "experiments"
-    return inside if inside.is_dir() else here.parent / "experiments"
-
-
-def conf_dir() -> Path:
-    """``conf/`` of the source tree, or the copy the wheel carries inside the package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"dlx configs not found next to {here}")
-
-
 # commands whose keys share a name with a config group of conf/ (`dlx serve model=models:/...` is
 # the registered model, not the model group): their YAML lives apart, where no group is seen
 STANDALONE = ("serve",)
@@ -53,7 +39,8 @@ def command_conf_dir(command: str) -> Path:
 def check_command(command: str, cfg: dict) -> None:
     """The ranges of a composed command config (plain values): its own keys, and for `train`
     every group's and the model family's."""
-    from dlx.config import COMMANDS, SCHEMAS, check_ranges
+    from dlx.config import COMMANDS, SCHEMAS
+    from dlx.ranges import check_ranges
 
     check_ranges(COMMANDS[command], cfg)
     if command == "train":

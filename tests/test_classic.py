@@ -209,8 +209,8 @@ def test_svm_saves_loads_and_evaluates_the_same(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["model=gda", "dataset=diabetes"], "model=gda is a classifier but dataset=diabetes has a real-valued target"),
     (["model=linear_regression", "dataset=digits"], "model=linear_regression is a regression model but dataset=digits has class labels"),
-    (["model=svm", "model.C=0"], "model.C: expected a positive penalty C, got 0.0"),
-    (["model=svm", "model.C=-1"], "model.C: expected a positive penalty C, got -1.0"),
+    (["model=svm", "model.C=0"], "model.C: 0.0 is outside the allowed range (0, 1,000,000,000,000]"),
+    (["model=svm", "model.C=-1"], "model.C: -1.0 is outside the allowed range (0, 1,000,000,000,000]"),
     (["model=svm", "model.kernel=sigmoidal"], "model.kernel: Invalid value 'sigmoidal', expected one of [linear, poly, rbf]"),
     (["model=mlp", "optimizer=newton"], "optimizer=newton: Newton's method is implemented for model=logistic_regression"),
     (["model=gda", "regularization=l2"], "regularization.l2: model=gda has no l2 penalty; it regularises through model.reg_covar"),

@@ -118,7 +118,7 @@ def test_threads_option_is_used_and_checked(dlx, workdir):
     assert "TensorFlow CPU threads: 1 within ops, 1 across ops" in (workdir / "r/train.log").read_text()
     bad = dlx("train", *TINY, "trainer.threads=0", "logger=none", "hydra.run.dir=bad")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
-        "trainer.threads: expected a positive number of threads or null, got 0")
+        "trainer.threads: 0 is outside the allowed range [1, 4096]")
     assert not (workdir / "bad").exists()
 
 

@@ -301,7 +301,7 @@ def test_sdae_trains_and_evaluates_via_the_cli(dlx, workdir):
     (["model=sdae", "model.hidden=[64,32]"], "model.pretrain.corruption: 3 levels for 2 hidden layers (model.hidden=[64, 32])"),
     (["model=sparse_ae", "model.activation=relu"], "model.sparsity_weight: the KL sparsity penalty needs activation=sigmoid"),
     (["model=dae", "model.noise_level=1.5"], "model.noise_level: masking noise needs a fraction in (0, 1), got 1.5"),
-    (["model=rbm", "model.k=0"], "model.k: expected 1 or more Gibbs steps, got 0"),
+    (["model=rbm", "model.k=0"], "model.k: 0 is outside the allowed range [1, 1000]"),
 ])
 def test_generative_bad_input_one_line_exit_2(dlx, workdir, args, message):
     proc = dlx("train", *args, "dataset=digits", "logger=none")

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "dlx"
 
 # lower layers never import higher ones; a module's layer is that of its longest listed prefix
 LAYERS = [
-    ("dlx", "dlx.errors", "dlx.config", "dlx.startup", "dlx.storage"),
+    ("dlx", "dlx.errors", "dlx.ranges", "dlx.config", "dlx.startup", "dlx.storage"),
     ("dlx.family", "dlx.families", "dlx.data", "dlx.models", "dlx.plots"),
     ("dlx.training", "dlx.tracking", "dlx.rundir", "dlx.mlflow_model", "dlx.serve", "dlx.sweeps"),
     ("dlx.commands", "dlx.cli", "dlx.schemas"),
@@ -165,11 +165,11 @@ def _numeric_fields():
 
 @pytest.mark.parametrize("schema, key, f", _numeric_fields())
 def test_every_numeric_key_declares_a_range_that_is_checked(schema, key, f):
-    from dlx.config import check_ranges
+    from dlx.ranges import check_ranges
     from dlx.errors import DlxError
 
     rng = f.metadata.get("range")
-    assert rng is not None, f"{key}: a numeric key without a declared range (dlx.config.ranged)"
+    assert rng is not None, f"{key}: a numeric key without a declared range (dlx.ranges.ranged)"
     low, high, open_low, open_high = rng.bounds()
     outside = low if open_low else (low - 1 if low > -1e15 else None)
     if outside is None:

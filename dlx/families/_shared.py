@@ -8,9 +8,9 @@ from enum import Enum
 from pathlib import Path
 from typing import ClassVar, List, Optional
 
-from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.family import Family, check_penalties, check_unit_interval, flat_size, positive
+from dlx.ranges import ranged
 
 
 def from_models(module: str, function: str):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import List
 
-from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import (
     Unsupervised,
@@ -22,6 +21,7 @@ from dlx.families._shared import (
     keras_builder,
 )
 from dlx.family import check_penalties, check_unit_interval, positive
+from dlx.ranges import ranged
 
 
 class Noise(Enum):

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import RecurrentFamily, from_models, keras_builder
 from dlx.family import check_penalties, positive
+from dlx.ranges import ranged
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import (
     RecurrentFamily,
@@ -22,6 +21,7 @@ from dlx.families._shared import (
     keras_builder,
 )
 from dlx.family import positive
+from dlx.ranges import ranged
 
 
 @dataclass

@@ -8,9 +8,9 @@ from typing import ClassVar, List
 
 from omegaconf import MISSING
 
-from dlx.config import ranged
 from dlx.families._shared import keras_builder
 from dlx.family import Family
+from dlx.ranges import ranged
 
 
 class Padding(Enum):

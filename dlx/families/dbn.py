@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, List
 
-from dlx.config import ranged
 from dlx.families._shared import PretrainConfig, check_stack, from_models, keras_builder
 from dlx.family import Family, positive
+from dlx.ranges import ranged
 
 
 @dataclass

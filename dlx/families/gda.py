@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties
+from dlx.ranges import ranged
 
 
 class Covariance(Enum):

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
-from dlx.config import ranged
 from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
+from dlx.ranges import ranged
 
 
 class Solver(Enum):

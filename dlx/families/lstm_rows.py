@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.config import ranged
 from dlx.families._shared import RecurrentFamily, check_recurrent, keras_builder
+from dlx.ranges import ranged
 
 
 @dataclass

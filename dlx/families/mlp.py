@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
-from dlx.config import ranged
 from dlx.families._shared import keras_builder
 from dlx.family import Family
+from dlx.ranges import ranged
 
 
 @dataclass

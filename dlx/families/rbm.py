@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from dlx.config import ranged
 from dlx.families._shared import (
     Unsupervised,
     from_models,
     keras_builder,
 )
 from dlx.family import check_penalties, check_unit_interval, positive
+from dlx.ranges import ranged
 
 
 class BiasInit(Enum):

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
-from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import PretrainConfig, check_stack, keras_builder
 from dlx.family import Family
+from dlx.ranges import ranged
 
 
 @dataclass

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from dlx.config import ranged
 from dlx.errors import DlxError
 from dlx.families._shared import keras_builder
 from dlx.family import Family, check_penalties, positive
+from dlx.ranges import ranged
 
 
 class Kernel(Enum):

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlx.config import ranged
 from dlx.families._shared import RecurrentFamily, check_recurrent, keras_builder
 from dlx.family import positive
+from dlx.ranges import ranged
 
 
 @dataclass

@@ -86,7 +86,7 @@ def json_serializer():
 
 def group_options(group: str) -> list[str]:
     """The options of a config group: the YAML files dlx ships in conf/<group>/."""
-    from dlx.schemas import conf_dir
+    from dlx.config import conf_dir
 
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
