@@ -235,7 +235,8 @@ def create_app(source: str, settings: dict[str, Any]):
     local = settings["auth"] == "none"
     csrf = secrets.token_urlsafe(24)  # unsigned local mode: what only this server's page knows
     port = int(settings.get("port", 8000))
-    hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")} | ({"127.0.0.1", "localhost", "[::1]"} if port == 80 else set())
+    names = ("127.0.0.1", "localhost", "[::1]")  # what a browser on this machine sends as Host
+    hosts = {f"{h}:{port}" for h in names} | (set(names) if port == 80 else set())
 
     async def follow_registry():
         while True:
