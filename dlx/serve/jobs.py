@@ -16,6 +16,7 @@ collected samples (the retraining loop: collect, train with them, `dlx promote`)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -84,6 +85,7 @@ def json_serializer():
     return JsonSerializer()
 
 
+@functools.lru_cache(maxsize=None)
 def group_options(group: str) -> list[str]:
     """The options of a config group: the YAML files dlx ships in conf/<group>/."""
     from dlx.config import conf_dir
@@ -91,6 +93,7 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
+@functools.lru_cache(maxsize=1)
 def settable_keys() -> dict[str, tuple[str, Any]]:
     """The scalar keys a job may set, from the schemas: numbers with a declared range, booleans,
     and choices (enums). key -> ("number", Range) | ("int", Range) | ("bool", None) | ("choice", names)."""
