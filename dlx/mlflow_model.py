@@ -111,16 +111,10 @@ def prepare(model_input, spec: DataSpec, dataset: dict) -> np.ndarray:
     import pandas as pd
 
     if spec.kind in ("text", "words"):
-        from dlx.data.sequences import pad
-        from dlx.data.text import tokenize, vectorize
+        from dlx.data.text import text_batch
 
-        docs = model_input["text"].tolist() if isinstance(model_input, pd.DataFrame) else [str(d) for d in np.ravel(model_input)]
-        tokens = [tokenize(str(doc)) for doc in docs]
-        if spec.kind == "text":
-            return scale(vectorize(tokens, spec.feature_names), spec)
-        index = {w: i for i, w in enumerate(spec.feature_names)}  # <pad> 0, <unk> 1, words 2..
-        return pad([[index.get(w, 1) for w in doc] for doc in tokens], dataset["max_length"], dataset["padding"],
-                   dataset["truncating"])
+        docs = model_input["text"].tolist() if isinstance(model_input, pd.DataFrame) else list(np.ravel(model_input))
+        return text_batch(docs, spec, dataset)
     if isinstance(model_input, pd.DataFrame):
         names = spec.feature_names
         model_input = model_input[names].to_numpy() if names and set(names) <= set(model_input.columns) else model_input.to_numpy()

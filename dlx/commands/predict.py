@@ -51,17 +51,10 @@ def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarra
     if spec.kind == "image":
         return image_batch([read_grey(f) for f in files], spec), [str(f) for f in files]
     if spec.kind in ("text", "words"):
-        from dlx.data.sequences import pad
-        from dlx.data.text import tokenize, vectorize
+        from dlx.data.text import text_batch
 
-        if not spec.feature_names or any(n.startswith("<rank ") for n in spec.feature_names):
-            raise DlxError(f"run trained on {spec.name} without its word index; text cannot be mapped to its vocabulary")
-        docs = [tokenize(f.read_text(encoding="utf-8", errors="replace")) for f in files]
-        if spec.kind == "text":
-            return scale(vectorize(docs, spec.feature_names), spec), [str(f) for f in files]
-        index = {w: i for i, w in enumerate(spec.feature_names)}  # <pad> 0, <unk> 1, words 2..
-        ids = [[index.get(w, 1) for w in doc] for doc in docs]
-        return pad(ids, dataset["max_length"], dataset["padding"], dataset["truncating"]), [str(f) for f in files]
+        docs = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+        return text_batch(docs, spec, dataset), [str(f) for f in files]
     width = spec.input_shape[0]
     blocks = [read_rows(f, width) for f in files]
     names = [f"{f}:{i + 1}" for f, b in zip(files, blocks) for i in range(len(b))]

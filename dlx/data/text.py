@@ -270,3 +270,20 @@ def _reuters(cfg, words: bool = False):
 
 
 LOADERS = {"text_folder": _text_folder, "imdb": _imdb, "reuters": _reuters}
+
+
+def text_batch(documents: list[str], spec, dataset: dict) -> np.ndarray:
+    """Raw documents -> a text run's model batch, as in training: word counts over its vocabulary,
+    scaled, or word ids padded as `dataset` (the run's dataset config) says. `dlx predict` and the
+    MLflow model both prepare text here."""
+    from dlx.data.sequences import pad
+    from dlx.data.types import scale
+
+    if not spec.feature_names or any(n.startswith("<rank ") for n in spec.feature_names):
+        raise DlxError(f"run trained on {spec.name} without its word index; text cannot be mapped to its vocabulary")
+    docs = [tokenize(str(doc)) for doc in documents]
+    if spec.kind == "text":
+        return scale(vectorize(docs, spec.feature_names), spec)
+    index = {w: i for i, w in enumerate(spec.feature_names)}  # <pad> 0, <unk> 1, words 2..
+    ids = [[index.get(w, 1) for w in doc] for doc in docs]
+    return pad(ids, dataset["max_length"], dataset["padding"], dataset["truncating"])
