@@ -314,3 +314,12 @@ def test_a_failure_after_the_mlflow_run_started_ends_it_failed(dlx, workdir):
     client = MlflowClient(f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}")
     run = client.get_run(run_id_of(workdir / "run"))
     assert run.info.status == "FAILED"
+
+
+def test_promote_refuses_a_run_uri_that_is_no_run_id(tmp_path):
+    from dlx.commands.promote import promote
+    from dlx.errors import DlxError
+
+    for bad in ("runs:/../../etc", "runs:/", "runs:/a b"):
+        with pytest.raises(DlxError, match=r"expected runs:/RUN_ID"):
+            promote(bad, tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")

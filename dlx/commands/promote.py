@@ -34,6 +34,8 @@ def promote(run: str, name: str = "dlx", alias: str = "champion", tracking_uri: 
 
     if run.startswith("runs:/"):  # a run known to the tracking server, wherever it was trained
         run_id = run.removeprefix("runs:/").strip("/").split("/")[0]
+        if not run_id.isalnum() or len(run_id) > 64:
+            raise DlxError(f"run={run}: expected runs:/RUN_ID, the run id as MLflow shows it (letters and digits)")
         record = {"mlflow": {"tracking_uri": c.tracking_uri}}
     else:
         path, _ = open_run(run)
