@@ -158,7 +158,9 @@ class EarlyStoppingConfig:
     enabled: bool = True
     monitor: str = "val_loss"
     rule: StopRule = StopRule.epochs
-    patience: int = ranged(5, "[0, 1e6]")  # rule=epochs: epochs without improvement before stopping
+    # rule=epochs: epochs without improvement before stopping; null = 5, or a twentieth of the
+    # epochs when that is more (the many short epochs of a small training set)
+    patience: Optional[int] = ranged(None, "[0, 1e6]")
     min_delta: float = ranged(0.0, "[0, 1e9]")  # rule=epochs
     # rule=book: validate every `eval_every_batches`; an evaluation improves when it beats the best
     # by the ratio (best/current for losses, current/best for scores; the first one always does);
@@ -170,7 +172,10 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = ranged(20, "[1, 1e6]")
+    # null = 20, or on a small training set as many as `min_steps` optimizer steps need (digits: 10
+    # batches per epoch); full-batch fits (Newton) take 20
+    epochs: Optional[int] = ranged(None, "[1, 1e6]")
+    min_steps: int = ranged(3000, "[0, 1e9]")
     batch_size: int = ranged(128, "[1, 1e8]")
     seed: int = ranged(42, "[0, 4294967295]")
     device: Device = Device.auto

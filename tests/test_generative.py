@@ -298,7 +298,7 @@ def test_sdae_trains_and_evaluates_via_the_cli(dlx, workdir):
 
 @pytest.mark.parametrize("args, message", [
     (["model=rbm", "dataset.scaling=zscore"], "model=rbm needs inputs in [0, 1] (its visible units are Bernoulli probabilities)"),
-    (["model=sdae", "model.hidden=[64,32]"], "model.pretrain.corruption: 3 levels for 2 hidden layers (model.hidden=[64, 32])"),
+    (["model=sdae", "model.hidden=[64,32,16]"], "model.pretrain.corruption: 2 levels for 3 hidden layers (model.hidden=[64, 32, 16])"),
     (["model=sparse_ae", "model.activation=relu"], "model.sparsity_weight: the KL sparsity penalty needs activation=sigmoid"),
     (["model=dae", "model.noise_level=1.5"], "model.noise_level: masking noise needs a fraction in (0, 1), got 1.5"),
     (["model=rbm", "model.k=0"], "model.k: 0 is outside the allowed range [1, 1000]"),
@@ -332,3 +332,31 @@ def test_sampling_a_classifier_or_mismatched_pretrained_layers_fail_clearly(dlx,
         "logger=none", "hydra.run.dir=reuse", check=True)
     log = (workdir / "reuse" / "train.log").read_text()
     assert "pretrained layers from dbn" in log and "pretrain/layer1 epoch" not in log
+
+
+# --------------------------------------------------------------------------- what autoencoders learn
+def test_a_denoising_autoencoder_removes_noise(tmp_path):
+    """Trained with 30 % masking noise, a DAE's reconstruction of a corrupted test digit is closer to
+    the clean digit than the corrupted input is."""
+    metrics, objects = train(tiny_cfg("model=dae", "dataset=digits", "model.hidden=[64]", "model.activation=sigmoid",
+                                      "model.tied=false", "model.noise_level=0.3", "trainer.epochs=40",
+                                      "trainer.batch_size=32", "optimizer.lr=3e-3"), tmp_path / "dae")
+    model, data = objects["model"], objects["data"]
+    clean = data.test.x.reshape(len(data.test.x), -1)
+    corrupted = clean * (np.random.default_rng(0).random(clean.shape) >= 0.3)
+    restored = np.asarray(model(corrupted.reshape(data.test.x.shape), training=False)).reshape(clean.shape)
+    corrupted_error = ((corrupted - clean) ** 2).mean()
+    restored_error = ((restored - clean) ** 2).mean()
+    assert restored_error < 0.6 * corrupted_error, (restored_error, corrupted_error)
+
+
+def test_a_sparse_autoencoders_mean_activation_is_near_its_target(tmp_path):
+    """The KL penalty (weight 3, target 0.05) holds the hidden units' mean activation on test digits
+    near 0.05; the same network without it sits far above."""
+    base = ["model=sparse_ae", "dataset=digits", "model.hidden=[64]", "trainer.epochs=40", "trainer.batch_size=32",
+            "optimizer.lr=3e-3"]
+    means = {}
+    for weight in (3.0, 0.0):
+        _, objects = train(tiny_cfg(*base, f"model.sparsity_weight={weight}"), tmp_path / str(weight))
+        means[weight] = float(np.asarray(objects["model"].encode(objects["data"].test.x)).mean())
+    assert abs(means[3.0] - 0.05) < 0.03 and means[0.0] > 0.2, means

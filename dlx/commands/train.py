@@ -174,6 +174,11 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
             contract.positive("trainer.threads", c.trainer.threads, "a positive number of threads or null")
         from dlx.training import device, optim
 
+        steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
+        # trainer.epochs=null becomes a number here, so the run's MLflow params show what it trained for
+        cfg["trainer"]["epochs"] = c.trainer.epochs = optim.epochs(c.trainer, steps, mode)
+        es = cfg["trainer"]["early_stopping"]
+        es["patience"] = c.trainer.early_stopping.patience = optim.patience(c.trainer.early_stopping, c.trainer.epochs)
         threads = c.trainer.threads or job_threads
         placement = device.configure(c.trainer.device, c.trainer.devices, c.trainer.strategy, c.trainer.precision, threads)
         device.seed_everything(c.trainer.seed, c.trainer.deterministic)
@@ -201,7 +206,6 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         log.info("model %s: %s, fit mode %s, device %s", name, size, mode, placement.description)
         if not gradients and str(c.optimizer.name) != "newton":
             log.info("model %s is fitted without a gradient optimizer: optimizer=%s is not used", name, c.optimizer.name)
-        steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
         with placement.scope():
             models.compile(
                 model, data.spec,

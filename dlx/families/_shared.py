@@ -72,11 +72,13 @@ class PretrainConfig:
     """Greedy layer-wise pretraining of the hidden stack (dbn: RBMs, sdae: denoising autoencoders)."""
 
     enabled: bool = True  # false: the same network from random initialisation
-    epochs: int = ranged(15, "[1, 1e6]")  # per layer
-    lr: float = ranged(0.01, "(0, 100]")  # plain SGD, as in the book
+    # per layer; null = 15, or on a small training set as many as `min_steps` steps need
+    epochs: Optional[int] = ranged(None, "[1, 1e6]")
+    min_steps: int = ranged(500, "[0, 1e9]")
+    lr: float = ranged(0.05, "(0, 100]")  # plain SGD, as in the book (whose presets keep its rates)
     batch_size: Optional[int] = ranged(None, "[1, 1e8]")  # null = trainer.batch_size
     k: int = ranged(1, "[1, 1000]")  # dbn: CD-k
-    corruption: List[float] = ranged([0.1, 0.2, 0.3], "[0, 1)")  # sdae: masking noise per layer
+    corruption: List[float] = ranged([0.1, 0.2], "[0, 1)")  # sdae: masking noise per layer
     # a run directory whose pretrained.npz to start from instead of pretraining again
     from_run: Optional[str] = None
 
@@ -113,6 +115,7 @@ def check_stack(family: str, cfg, reg, data) -> None:
     if pre.enabled and pre.from_run:
         check_pretrained_run(pre.from_run, [flat_size(data.spec), *cfg.hidden])
     elif pre.enabled:
-        positive("model.pretrain.epochs", pre.epochs, "1 or more")
+        if pre.epochs is not None:
+            positive("model.pretrain.epochs", pre.epochs, "1 or more")
         positive("model.pretrain.lr", pre.lr)
         check_unit_interval(family, data, "the first pretrained layer models pixel intensities")

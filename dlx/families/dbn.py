@@ -22,7 +22,7 @@ class DBN(Family):
     generates: ClassVar[bool] = True
 
     name: str = "dbn"
-    hidden: List[int] = ranged([1000, 1000, 1000], "[1, 1e7]")
+    hidden: List[int] = ranged([500, 500], "[1, 1e7]")
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     @staticmethod

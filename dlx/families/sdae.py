@@ -20,7 +20,7 @@ from dlx.ranges import ranged
 @dataclass
 class SDAE(Family):
     name: str = "sdae"
-    hidden: List[int] = ranged([1000, 1000, 1000], "[1, 1e7]")
+    hidden: List[int] = ranged([500, 500], "[1, 1e7]")
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(lr=0.001))
 
     @staticmethod

@@ -26,11 +26,17 @@ __all__ = ["PRETRAINED_FILE", "Pretraining", "build_stack", "load_stack", "save_
 @dataclass
 class Pretraining:
     sizes: list[int]  # hidden layer sizes, bottom first
-    epochs: int
+    epochs: int | None  # per layer; None: 15, or more for at least `min_steps` steps
     lr: float
     batch_size: int
     make_stage: Callable[[int, int, int], keras.Model]  # (layer number, inputs, units) -> a model to fit
     from_run: str | None = None
+    min_steps: int = 0
+
+    def epochs_for(self, n: int) -> int:
+        if self.epochs is not None:
+            return int(self.epochs)
+        return max(15, -(-self.min_steps // max(1, -(-n // self.batch_size))))
 
     def adopt(self, model: keras.Model, stack: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """Pretrained (W, visible bias, hidden bias) per layer -> hidden{i}'s kernel and bias."""
@@ -48,7 +54,8 @@ def build_stack(cfg, reg, spec, name: str, make_stage, trainer) -> keras.Model:
     pre = cfg.pretrain
     if pre.enabled:
         batch = pre.batch_size or (trainer.batch_size if trainer is not None else 32)
-        model.pretraining = Pretraining(list(cfg.hidden), pre.epochs, pre.lr, batch, make_stage, pre.from_run)
+        model.pretraining = Pretraining(list(cfg.hidden), pre.epochs, pre.lr, batch, make_stage, pre.from_run,
+                                        pre.min_steps)
     return model
 
 

@@ -159,6 +159,7 @@ def pretrain(model: keras.Model, data, trainer, run_dir: Path, sink=None, steps_
     else:
         stack = []
         verbose = 1 if trainer["progress"] and sys.stdout.isatty() else 0
+        epochs = pre.epochs_for(len(x_train))
         for i, units in enumerate(pre.sizes, 1):
             prefix = f"pretrain/layer{i}"
             stage = pre.make_stage(i, x_train.shape[1], units)
@@ -167,10 +168,10 @@ def pretrain(model: keras.Model, data, trainer, run_dir: Path, sink=None, steps_
             init = model_hook(stage, "data_init")
             if init is not None:
                 init(x_train)
-            log.info("%s: %s %d-%d, %d epochs, SGD lr %g", prefix, type(stage).__name__, x_train.shape[1], units, pre.epochs, pre.lr)
+            log.info("%s: %s %d-%d, %d epochs, SGD lr %g", prefix, type(stage).__name__, x_train.shape[1], units, epochs, pre.lr)
             nan_guard = StopOnNaN()
             cbs = [nan_guard, EpochLog(prefix)] + ([PhaseMetrics(prefix, sink)] if sink else [])
-            stage.fit(x_train, data.train.y, batch_size=pre.batch_size, epochs=pre.epochs, shuffle=trainer["shuffle"],
+            stage.fit(x_train, data.train.y, batch_size=pre.batch_size, epochs=epochs, shuffle=trainer["shuffle"],
                       validation_data=(x_val, data.val.y), validation_batch_size=max(pre.batch_size, 1024),
                       callbacks=cbs, verbose=verbose)
             if nan_guard.where is not None:

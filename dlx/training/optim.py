@@ -74,3 +74,22 @@ def build(cfg, steps_per_epoch: int, epochs: int) -> keras.Optimizer:
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
+
+
+DEFAULT_EPOCHS = 20
+
+
+def epochs(trainer, steps: int, mode: str) -> int:
+    """trainer.epochs, or when null: 20 epochs, more when they would be fewer than trainer.min_steps steps."""
+    if trainer.epochs is not None:
+        return int(trainer.epochs)
+    if mode != "steps":
+        return DEFAULT_EPOCHS
+    return max(DEFAULT_EPOCHS, math.ceil(trainer.min_steps / steps))
+
+
+def patience(early_stopping, epochs: int) -> int:
+    """trainer.early_stopping.patience, or when null: 5 epochs, a twentieth of the epochs when more."""
+    if early_stopping.patience is not None:
+        return int(early_stopping.patience)
+    return max(5, epochs // 20)
