@@ -29,15 +29,26 @@ def run_dir(workdir: Path, name: str) -> str:
 def test_character_corpus_windows_and_split(tmp_path):
     from dlx.data import datasets
 
-    text = "abcdefghij" * 20  # 200 characters: 180 train, 20 validation
+    text = "abcdefghij" * 40  # 400 characters: 360 train, 20 validation, 20 test
     (tmp_path / "t.txt").write_text(text)
     data = datasets.load(ns(tiny_cfg("dataset=tinyshakespeare", f"dataset.path={tmp_path / 't.txt'}", "dataset.seq_length=7")["dataset"]))
     assert data.spec.kind == "chars" and data.spec.class_names == sorted(set(text))
-    assert data.train.x.shape == (179 // 7, 7) and data.val.x.shape == (19 // 7, 7)
+    assert data.train.x.shape == (359 // 7, 7) and data.val.x.shape == data.test.x.shape == (19 // 7, 7)
     decode = np.array(data.spec.class_names)
     assert "".join(decode[data.train.x[0]]) == "abcdefg" and "".join(decode[data.train.y[0]]) == "bcdefgh"
-    assert "".join(decode[data.val.x[0]]) == text[180:187]  # validation is the last 10 %, by position
-    np.testing.assert_array_equal(data.test.x, data.val.x)  # the corpus has no test part
+    assert "".join(decode[data.val.x[0]]) == text[360:367]  # validation: the next 5 %, by position
+    assert "".join(decode[data.test.x[0]]) == text[380:387]  # test: the last 5 %, which nothing else sees
+
+
+def test_character_vocabulary_comes_from_the_training_text_only(tmp_path):
+    from dlx.data import datasets
+
+    text = "abcab" * 72 + "abcXYabcab" * 4  # X and Y appear only after the first 90 %
+    (tmp_path / "t.txt").write_text(text)
+    data = datasets.load(ns(tiny_cfg("dataset=tinyshakespeare", f"dataset.path={tmp_path / 't.txt'}", "dataset.seq_length=5")["dataset"]))
+    assert data.spec.class_names == ["a", "b", "c", "\ufffd"]  # unseen characters share one id
+    unseen = data.spec.class_names.index("\ufffd")
+    assert unseen not in data.train.x and (data.test.x == unseen).sum() + (data.val.x == unseen).sum() == 8
 
 
 @pytest.mark.parametrize("content, message", [
@@ -163,8 +174,7 @@ def test_char_rnn_beats_a_unigram_model_on_tiny_shakespeare(workdir):
     if not corpus.is_file():
         pytest.skip(f"tiny-shakespeare not found at {corpus} (the ../shared checkout is absent)")
     text = corpus.read_text()
-    cut = int(len(text) * 0.9)
-    unigram = unigram_bits_per_char(text[:cut], text[cut:])
+    unigram = unigram_bits_per_char(text[: int(len(text) * 0.9)], text[int(len(text) * 0.95) :])  # train vs test
     cfg = tiny_cfg("model=char_rnn", "model.layers=1", "model.hidden=128", "model.embedding=32", "model.sample_every=0",
                    "dataset=tinyshakespeare", f"dataset.path={corpus}", "dataset.subset=2000", "optimizer.lr=0.01",
                    "optimizer.clipnorm=5", "trainer.epochs=2", "trainer.batch_size=64")
@@ -174,9 +184,9 @@ def test_char_rnn_beats_a_unigram_model_on_tiny_shakespeare(workdir):
 
 # --------------------------------------------------------------------------- lstm_rows, lstm_sentiment
 def test_lstm_rows_and_lstm_sentiment_through_the_cli(dlx, workdir):
-    dlx("train", "model=lstm_rows", "model.cell=gru", "model.hidden=32", "dataset=digits", "trainer.epochs=2",
-        "logger=none", run_dir(workdir, "rows"), check=True)
-    assert "test_accuracy" in json.loads((workdir / "rows" / "metrics.json").read_text())
+    dlx("train", "model=lstm_rows", "model.cell=gru", "model.hidden=32", "dataset=digits", "trainer.epochs=12",
+        "optimizer.lr=0.01", "logger=none", run_dir(workdir, "rows"), check=True)
+    assert json.loads((workdir / "rows" / "metrics.json").read_text())["test_accuracy"] >= 0.6  # chance: 0.1
 
     write_text_folder(workdir / "corpus")
     dlx("train", "model=lstm_sentiment", "model.hidden=16", "model.embedding=16", "dataset=text_folder",
@@ -296,3 +306,97 @@ def test_captioning_sample_and_bad_files(caption_run, dlx, workdir):
     write_coco(workdir / "broken", n_train=5, n_val=2, dim=8, drop="val_image_idxs")
     proc = dlx("train", "model=captioning", "dataset=coco_captions", "dataset.path=broken", "logger=none", run_dir(workdir, "x"))
     assert proc.returncode == 2 and "missing key(s) val_image_idxs" in proc.stderr and not (workdir / "x").exists()
+
+
+def table_step(table: np.ndarray):
+    """A constructed language model: the next word's log-probabilities depend only on the last word,
+    which is the whole state (one row per hypothesis)."""
+    import tensorflow as tf
+
+    def step(words, states):
+        return tf.constant(np.log(table[np.asarray(words)])), tf.constant(np.asarray(words))
+
+    return step
+
+
+def sequence_log_prob(table: np.ndarray, start: int, ids: list[int]) -> float:
+    words = [start, *ids]
+    return float(sum(np.log(table[a, b]) for a, b in zip(words, words[1:])))
+
+
+def test_beam_search_finds_what_greedy_decoding_misses():
+    """Greedy takes the likelier first word A (0.55) into a flat continuation (0.2 each, then <END>):
+    0.11 in all; the beam keeps B (0.45), which ends at once with 0.99: 0.45. Finished hypotheses are
+    set aside, the beam goes on `width` wide, and a full-width beam is the exhaustive optimum."""
+    import itertools
+
+    from dlx.models.captioning import beam_search
+
+    start, end, a, b, fillers = 1, 2, 3, 4, [5, 6, 7, 8, 9]
+    table = np.full((10, 10), 1e-6)
+    table[start, a], table[start, b] = 0.55, 0.45
+    table[a, fillers] = 0.2
+    table[fillers, end] = 1.0
+    table[b, end] = 0.99
+    table /= table.sum(axis=1, keepdims=True)
+    step = table_step(table)
+    greedy = beam_search(step, np.array([start]), start, end, 1, 6)
+    assert greedy == [a, 5, end]
+    beam = beam_search(step, np.array([start]), start, end, 2, 6)
+    assert beam == [b, end]
+    assert sequence_log_prob(table, start, beam) > sequence_log_prob(table, start, greedy) + 1.0
+    best = max((list(seq) + [end] for n in range(0, 4) for seq in itertools.product(range(3, 10), repeat=n)),
+               key=lambda ids: sequence_log_prob(table, start, ids))
+    assert beam_search(step, np.array([start]), start, end, 10, 6) == best == beam
+
+
+def test_beam_length_penalty_lets_a_longer_caption_win():
+    """<END> at once has 0.4; A B <END> has 0.6 * 0.6 * 1 = 0.36 (log -1.02 vs -0.92): raw scores pick
+    the short one; with length_penalty 2 the long one's score is divided by (8/6)^2 and wins (-0.57)."""
+    from dlx.models.captioning import beam_search
+
+    start, end, a, b = 1, 2, 3, 4
+    table = np.full((6, 6), 1e-9)
+    table[start, end], table[start, a] = 0.4, 0.6
+    table[a, b], table[a, end] = 0.6, 0.4
+    table[b, end] = 1.0
+    table /= table.sum(axis=1, keepdims=True)
+    step = table_step(table)
+    assert beam_search(step, np.array([start]), start, end, 3, 8) == [end]
+    assert beam_search(step, np.array([start]), start, end, 3, 8, length_penalty=2.0) == [a, b, end]
+
+
+def write_learnable_coco(root: Path, per_kind: int = 30, kinds: int = 4, dim: int = 16, seed: int = 0) -> Path:
+    """COCO-format captions that can be learned: each image is one of `kinds` prototypes plus noise,
+    and its caption is that kind's own 6-word sentence."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    words = ["<NULL>", "<START>", "<END>", "<UNK>", *(f"w{i}" for i in range(40))]
+    sentences = [4 + rng.choice(40, 6, replace=False) for _ in range(kinds)]
+    prototypes = rng.normal(size=(kinds, dim)) * 3
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "coco2014_vocab.json").write_text(json.dumps({"idx_to_word": words, "word_to_idx": {w: i for i, w in enumerate(words)}}))
+    with h5py.File(root / "coco2014_captions.h5", "w") as f:
+        for part in ("train", "val"):
+            kind = rng.permutation(np.repeat(np.arange(kinds), per_kind))
+            f[f"{part}_features"] = (prototypes[kind] + rng.normal(size=(len(kind), dim))).astype(np.float32)
+            captions = np.zeros((len(kind), 9), np.int32)
+            captions[:, 0], captions[:, 7] = 1, 2
+            captions[:, 1:7] = np.stack([sentences[k] for k in kind])
+            f[f"{part}_captions"], f[f"{part}_image_idxs"] = captions, np.arange(len(kind))
+    return root
+
+
+def test_captioning_scores_held_out_images_well_above_chance(tmp_path):
+    """Trained on images whose caption follows from their features, the captioner's BLEU-4 on the
+    held-out test images (the second half of the format's val images, never used for model selection)
+    is high; random captions would score about 0."""
+    data_dir = write_learnable_coco(tmp_path / "coco")
+    metrics, objects = train(tiny_cfg("model=captioning", "model.cell=lstm", "model.hidden=32", "model.embedding=16",
+                                      "dataset=coco_captions", f"dataset.path={data_dir}", "trainer.epochs=40",
+                                      "trainer.batch_size=16", "optimizer.lr=0.01", "model.bleu_images=100"), tmp_path / "run")
+    data = objects["data"]
+    val_images, test_images = set(data.extra["images"]["val"][2]), set(data.extra["images"]["test"][2])
+    assert len(val_images) == len(test_images) == 60 and not val_images & test_images
+    assert metrics["test_bleu4"] > 0.8, metrics

@@ -85,7 +85,7 @@ SCORES = (("test_bits_per_char", "bits/char"), ("test_bleu4", "BLEU-4"), ("test_
 
 
 def score(metrics: dict) -> tuple[str, float]:
-    """The number a row shows: a char-RNN's validation bits per character, a captioner's BLEU-4,
+    """The number a row shows: a char-RNN's test bits per character, a captioner's test BLEU-4,
     test accuracy; test R^2 for regression; the test pseudo-likelihood of an RBM; an autoencoder's
     test reconstruction loss."""
     if "error" in metrics:
@@ -221,8 +221,8 @@ def report(quick: bool, dataset: str, out: Path, only: list[str] | None) -> Path
         "The book's numbers are MNIST test accuracies (the RBM's: its pseudo-likelihood); where the data differs, "
         "compare dlx's two columns with each other, not with the book. Rows scored otherwise than by accuracy say "
         "so in the data column: R^2 (regression), pseudo-likelihood (RBM, higher is better), reconstruction loss "
-        "(autoencoders: cross-entropy summed over the pixels, lower is better), bits per character on the validation "
-        "text (char-RNN, lower is better), BLEU-4 (captioning). A row whose data is not available on this machine says "
+        "(autoencoders: cross-entropy summed over the pixels, lower is better), bits per character on the held-out "
+        "last 5 % of the text (char-RNN, lower is better), BLEU-4 on held-out images (captioning). A row whose data is not available on this machine says "
         "so instead of a number.",
     ]
     if kept:

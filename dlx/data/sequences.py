@@ -1,15 +1,17 @@
 """Sequence datasets, split by their own rules (their loaders return a finished `Data`).
 
-- `tinyshakespeare` (or `dataset.path=` any UTF-8 text file): a character corpus. The vocabulary
-  is its sorted set of characters (saved as the run's class names); the first 90 % of the text
-  trains, the last 10 % validates (and is the test split: the corpus has no other). Examples are
+- `tinyshakespeare` (or `dataset.path=` any UTF-8 text file): a character corpus. The first 90 %
+  of the text trains, the next 5 % validates (early stopping, best checkpoint), the last 5 % is
+  the held-out test. The vocabulary is the sorted set of the training part's characters (saved as
+  the run's class names), plus U+FFFD for any later character training never saw. Examples are
   non-overlapping windows of `dataset.seq_length` characters, the target being the window shifted
   by one character.
 - `coco_captions`: the COCO captioning feature format, read from `dataset.path` (a directory, or
   the HDF5 file itself with the vocabulary JSON beside it): `train_features` (N, D) image
   features, `train_captions` (M, T) word ids, `train_image_idxs` (M,) the image of each caption,
   the same three for `val_`, and `coco2014_vocab.json` with `idx_to_word` / `word_to_idx` holding
-  `<NULL> <START> <END> <UNK>`. Validation is also the test split (the format has no test).
+  `<NULL> <START> <END> <UNK>`. The format has no test part: the val images are halved, the first
+  half validates, the second is the held-out test.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DESCRIPTIONS = {
 SPECIAL_TOKENS = ("<NULL>", "<START>", "<END>", "<UNK>")
 CAPTION_KEYS = ("features", "captions", "image_idxs")
 VOCAB_FILE = "coco2014_vocab.json"
+UNSEEN_CHAR = "\ufffd"  # a character corpus: what validation or test characters absent from training become
 
 
 # --------------------------------------------------------------------------- characters
@@ -68,19 +71,25 @@ def _chars(cfg):
     text = read_text(path)
     if cfg.seq_length < 1:
         raise DlxError(f"dataset.seq_length: expected a positive number of characters, got {cfg.seq_length}")
-    vocabulary = sorted(set(text))
-    lookup = np.zeros(max(map(ord, vocabulary)) + 1, dtype=np.int32)
+    # 90 % trains, 5 % validates (model selection), the last 5 % is the held-out test
+    cuts = (int(len(text) * 0.9), int(len(text) * 0.95))
+    vocabulary = sorted(set(text[: cuts[0]]))  # from the training part only
+    later = set(text[cuts[0] :])
+    if later - set(vocabulary):  # characters training never saw: one shared id
+        vocabulary.append(UNSEEN_CHAR)
+    lookup = np.full(max(map(ord, later | set(vocabulary))) + 1, len(vocabulary) - 1, dtype=np.int32)
     lookup[[ord(c) for c in vocabulary]] = np.arange(len(vocabulary), dtype=np.int32)
     ids = lookup[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
-    cut = int(len(ids) * 0.9)
-    train, val = windows(ids[:cut], cfg.seq_length), windows(ids[cut:], cfg.seq_length)
-    for name, (x, _), part in (("training", train, ids[:cut]), ("validation", val, ids[cut:])):
-        if len(x) == 0:
+    named = {"training": ids[: cuts[0]], "validation": ids[cuts[0] : cuts[1]], "test": ids[cuts[1] :]}
+    parts = {}
+    for name, part in named.items():
+        parts[name] = windows(part, cfg.seq_length)
+        if len(parts[name][0]) == 0:
             raise DataError(f"{path}: its {name} part has {len(part)} characters, too few for one window of "
                             f"dataset.seq_length={cfg.seq_length} (+1 target); use a longer text or a shorter seq_length")
     spec = types.DataSpec(cfg.name, (cfg.seq_length,), len(vocabulary), vocabulary, 1.0, scaling="none", kind="chars")
     split = types.Split
-    return types.Data(split(*train), split(*val), split(*val), spec, str(path))
+    return types.Data(split(*parts["training"]), split(*parts["validation"]), split(*parts["test"]), spec, str(path))
 
 
 # --------------------------------------------------------------------------- captions
@@ -158,13 +167,22 @@ def _captions(cfg):
     if parts["train"][0].shape[1] != parts["val"][0].shape[1]:
         raise DataError(f"{h5}: train and val features differ in size ({parts['train'][0].shape[1]} vs {parts['val'][0].shape[1]})")
 
+    # the format has no test part: the val images are halved (sorted by index), the first half
+    # validates, the second half is the held-out test (captions of one image stay together)
+    features, captions, images = parts["val"]
+    ids = np.unique(images)
+    if len(ids) < 2:
+        raise DataError(f"{h5}: val_image_idxs names {len(ids)} image; validation and test need two or more")
+    held_out = np.isin(images, ids[len(ids) // 2 :])
+    parts["test"] = (features, captions[held_out], images[held_out])
+    parts["val"] = (features, captions[~held_out], images[~held_out])
+
     def split(part: str):
         features, captions, images = parts[part]
         return types.Split({"features": features[images], "captions": captions[:, :-1]}, captions[:, 1:])
 
     spec = types.DataSpec(cfg.name, (parts["train"][0].shape[1],), len(words), words, 1.0, scaling="none", kind="captions")
-    val = split("val")
-    return types.Data(split("train"), val, val, spec, str(h5), extra={"images": parts})
+    return types.Data(split("train"), split("val"), split("test"), spec, str(h5), extra={"images": parts})
 
 
 LOADERS = {"tinyshakespeare": _chars, "coco_captions": _captions}

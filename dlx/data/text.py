@@ -138,7 +138,9 @@ def _text_folder(cfg, words: bool = False):
     # shuffle the training documents once (fixed seed) so the validation tail mixes the classes
     order = np.random.default_rng(0).permutation(len(y_train))
     train_docs, y_train = [train_docs[i] for i in order], y_train[order]
-    counts = Counter(w for doc in train_docs for w in doc)
+    # the vocabulary comes from the documents that train: not the validation tail (dataset.val_size), not the test
+    fit_docs = train_docs[: -cfg.val_size] if 0 < cfg.val_size < len(train_docs) else train_docs
+    counts = Counter(w for doc in fit_docs for w in doc)
     vocabulary = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.vocab_size - 2 * words]]
     if words:
         index = {w: i for i, w in enumerate(vocabulary, start=2)}

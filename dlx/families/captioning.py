@@ -3,8 +3,8 @@
 The loss is the book's temporal softmax: cross-entropy summed over the steps whose target is not
 `<NULL>`, averaged over captions. Data: the COCO feature format (`dataset.path=DIR` with
 `coco2014_captions.h5` and `coco2014_vocab.json`). Decoding: greedy or beam search (`beam_width`);
-after training, `test_bleu4` (NLTK's corpus BLEU of `bleu_images` validation images against their
-references); `dlx sample split=val n=5` writes captions next to their references.
+after training, `test_bleu4` (NLTK's corpus BLEU of `bleu_images` held-out test images against
+their references; the format's val images are halved into validation and test); `dlx sample split=val n=5` writes captions next to their references.
 Run: `dlx train model=captioning dataset=coco_captions dataset.path=coco/`.
 """
 
@@ -28,7 +28,9 @@ class Captioning(RecurrentFamily):
     hidden: int = ranged(512, "[1, 1e6]")
     embedding: int = ranged(256, "[1, 1e6]")  # word vector size
     beam_width: int = ranged(1, "[1, 1000]")  # decoding for BLEU and `dlx sample`; 1 = greedy
-    bleu_images: int = ranged(1000, "[0, 1e9]")  # validation images captioned for BLEU-4 after training (0 = skip)
+    # beam search: finished captions compete by log-probability / ((5 + length) / 6) ** length_penalty
+    length_penalty: float = ranged(0.0, "[0, 10]")
+    bleu_images: int = ranged(1000, "[0, 1e9]")  # test images captioned for BLEU-4 after training (0 = skip)
 
     @staticmethod
     def check(cfg, reg, optimizer, data) -> None:

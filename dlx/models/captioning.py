@@ -5,7 +5,7 @@
 
 Trained by teacher forcing on the temporal softmax loss that skips `<NULL>` padding (summed over
 time, averaged over captions). Decoding starts from `<START>` and stops at `<END>`: greedy, or
-beam search (`model.beam_width`). After training, BLEU-4 of the decoded validation captions
+beam search (`model.beam_width`). After training, BLEU-4 of the decoded test captions
 against all of each image's reference captions: NLTK's `corpus_bleu`, uniform 1- to 4-gram
 weights, no smoothing, special tokens removed.
 """
@@ -59,6 +59,52 @@ def build(cfg, reg, spec, optimizer=None, trainer=None) -> keras.Model:
     return keras.Model({"features": features, "captions": words}, logits, name="captioning")
 
 
+def beam_search(step, states, start: int, end: int, width: int, max_length: int,
+                length_penalty: float = 0.0) -> list[int]:
+    """The likeliest word sequence by beam search; `step(words, states) -> (logits, states)` runs the
+    model one word on for each live hypothesis, `states` a nest of tensors with one row per hypothesis.
+
+    Every step ranks all continuations of the live hypotheses by total log-probability; those that
+    pick `end` are set aside as finished and the best `width` others live on, so the beam stays
+    `width` wide. A finished hypothesis competes with its score divided by ((5 + length) / 6) **
+    `length_penalty` (0: raw log-probabilities, which favour short captions; Wu et al. 2016). The
+    search stops when no live hypothesis can still beat the best finished one, or after `max_length`
+    words, when the live ones compete as they are. Returns the ids up to and including `end`."""
+
+    def norm(score: float, length: int) -> float:
+        return score / ((5 + length) / 6) ** length_penalty
+
+    alive_tokens, alive_scores = [[]], np.zeros(1)
+    word = np.array([start], np.int32)
+    finished: list[tuple[float, list[int]]] = []  # (normalised score, ids)
+    for t in range(1, max_length + 1):
+        logits, states = step(word, states)
+        logp = tf.nn.log_softmax(tf.cast(logits, tf.float64)).numpy()
+        total = (alive_scores[:, None] + logp).ravel()
+        keep = []
+        for i in np.argsort(-total, kind="stable"):
+            parent, token = divmod(int(i), logp.shape[1])
+            if token == end:
+                finished.append((norm(float(total[i]), t), alive_tokens[parent] + [token]))
+            else:
+                keep.append((float(total[i]), alive_tokens[parent] + [token], parent, token))
+                if len(keep) == width:
+                    break
+        # log-probabilities only fall as a caption grows; a normalised score can rise by at most the
+        # longest caption's penalty, so this bound is safe for any length_penalty >= 0
+        best_possible = norm(keep[0][0], max_length) if length_penalty > 0 else keep[0][0]
+        if finished and max(f[0] for f in finished) >= best_possible:
+            break
+        alive_scores = np.array([k[0] for k in keep])
+        alive_tokens = [k[1] for k in keep]
+        index = tf.constant([k[2] for k in keep])
+        states = tf.nest.map_structure(lambda s: tf.gather(s, index), states)
+        word = np.array([k[3] for k in keep], np.int32)
+    else:  # out of steps: the live captions compete as they are
+        finished += [(norm(float(s), len(t)), t) for s, t in zip(alive_scores, alive_tokens)]
+    return max(finished, key=lambda f: f[0])[1]
+
+
 class Decoder:
     def __init__(self, model: keras.Model, vocabulary: list[str]):
         rnn = model.get_layer("rnn")
@@ -83,42 +129,16 @@ class Decoder:
             steps.append(word)
         return [self._cut(row) for row in np.stack(steps, axis=1)]
 
-    def beam(self, feature: np.ndarray, width: int, max_length: int) -> list[int]:
-        """Beam search for one image: keep the `width` likeliest partial captions by total log
-        probability; one that picks `<END>` is finished; stop when none is left alive or no live
-        one can beat the best finished. Width 1 is greedy decoding."""
-        states = self._initial(feature[None])
-        alive_tokens, alive_scores = [[]], np.zeros(1)
-        word = np.array([self.start], np.int32)
-        finished: list[tuple[float, list[int]]] = []
-        for _ in range(max_length):
-            logits, states = self.steps.step(word, states)
-            logp = tf.nn.log_softmax(tf.cast(logits, tf.float64)).numpy()
-            total = (alive_scores[:, None] + logp).ravel()
-            best = np.argsort(-total, kind="stable")[:width]
-            parents, tokens = np.divmod(best, logp.shape[1])
-            keep = []
-            for score, parent, token in zip(total[best], parents, tokens):
-                seq = alive_tokens[parent] + [int(token)]
-                if token == self.end:
-                    finished.append((float(score), seq))
-                else:
-                    keep.append((float(score), seq, int(parent), int(token)))
-            if not keep or (finished and max(f[0] for f in finished) >= keep[0][0]):
-                break
-            alive_scores = np.array([k[0] for k in keep])
-            alive_tokens = [k[1] for k in keep]
-            index = tf.constant([k[2] for k in keep])
-            states = [[tf.gather(s, index) for s in layer] for layer in states]
-            word = np.array([k[3] for k in keep], np.int32)
-        else:  # out of steps: the live captions compete as they are
-            finished += [(float(s), t) for s, t in zip(alive_scores, alive_tokens)]
-        return self._cut(max(finished, key=lambda f: f[0])[1])
+    def beam(self, feature: np.ndarray, width: int, max_length: int, length_penalty: float = 0.0) -> list[int]:
+        """Beam search for one image (`beam_search`); width 1 is greedy decoding."""
+        return self._cut(beam_search(self.steps.step, self._initial(feature[None]), self.start, self.end, width,
+                                     max_length, length_penalty))
 
-    def decode(self, features: np.ndarray, width: int, max_length: int, batch: int = 512) -> list[list[int]]:
+    def decode(self, features: np.ndarray, width: int, max_length: int, length_penalty: float = 0.0,
+               batch: int = 512) -> list[list[int]]:
         if width == 1:
             return [c for i in range(0, len(features), batch) for c in self.greedy(features[i : i + batch], max_length)]
-        return [self.beam(f, width, max_length) for f in features]
+        return [self.beam(f, width, max_length, length_penalty) for f in features]
 
     def _cut(self, ids) -> list[int]:
         ids = [int(i) for i in ids]
@@ -135,27 +155,27 @@ def references(captions: np.ndarray, images: np.ndarray, decoder: Decoder) -> di
     return refs
 
 
-def bleu4(model, data, part: str, n_images: int, width: int) -> float:
+def bleu4(model, data, part: str, n_images: int, width: int, length_penalty: float = 0.0) -> float:
     from nltk.translate.bleu_score import corpus_bleu
 
     features, captions, images = data.extra["images"][part]
     decoder = Decoder(model, data.spec.class_names)
     refs = references(captions, images, decoder)
     chosen = sorted(refs)[:n_images]
-    hyps = [decoder.text(c) for c in decoder.decode(features[chosen], width, captions.shape[1] - 1)]
+    hyps = [decoder.text(c) for c in decoder.decode(features[chosen], width, captions.shape[1] - 1, length_penalty)]
     with warnings.catch_warnings():  # NLTK warns (and scores 0) when an n-gram order has no match
         warnings.simplefilter("ignore")
         return float(corpus_bleu([refs[i] for i in chosen], hyps))
 
 
 def scores(model, data, cfg: dict, split: str = "test") -> dict[str, float]:
-    """BLEU-4 on the validation images (the test split of this format), after training and in eval."""
+    """BLEU-4 on the held-out test images, after training and in eval."""
     n = cfg["model"]["bleu_images"]
     if not n:
         return {}
-    value = bleu4(model, data, "val", n, cfg["model"]["beam_width"])
-    log.info("BLEU-4 (NLTK corpus_bleu) of %d validation images, beam width %d: %.4f",
-             min(n, len(data.extra["images"]["val"][0])), cfg["model"]["beam_width"], value)
+    value = bleu4(model, data, "test", n, cfg["model"]["beam_width"], cfg["model"].get("length_penalty", 0.0))
+    log.info("BLEU-4 (NLTK corpus_bleu) of %d test images, beam width %d: %.4f",
+             min(n, len(np.unique(data.extra["images"]["test"][2]))), cfg["model"]["beam_width"], value)
     return {f"{split}_bleu4": value}
 
 
@@ -165,8 +185,8 @@ def figures(model, data, plot_dir: Path) -> dict:
 
 def sample(model, run_path: Path, data, cfg, out_dir: Path) -> dict[str, Path]:
     """Captions for `n` images of `split` (drawn with `seed`), printed next to their references."""
-    if cfg.split not in ("train", "val"):
-        raise DlxError(f"split: expected train or val for captioning, got '{cfg.split}'")
+    if cfg.split not in ("train", "val", "test"):
+        raise DlxError(f"split: expected train, val or test for captioning, got '{cfg.split}'")
     import yaml
 
     run_cfg = yaml.safe_load((run_path / ".hydra" / "config.yaml").read_text())
@@ -176,7 +196,8 @@ def sample(model, run_path: Path, data, cfg, out_dir: Path) -> dict[str, Path]:
     refs = references(captions, images, decoder)
     chosen = sorted(np.random.default_rng(cfg.seed).choice(sorted(refs), size=min(cfg.n, len(refs)), replace=False))
     lines = []
-    for image, ids in zip(chosen, decoder.decode(features[chosen], width, captions.shape[1] - 1)):
+    for image, ids in zip(chosen, decoder.decode(features[chosen], width, captions.shape[1] - 1,
+                                                     run_cfg["model"].get("length_penalty", 0.0))):
         lines += [f"{cfg.split} image {image}", f"  generated: {' '.join(decoder.text(ids))}"]
         lines += [f"  reference: {' '.join(r)}" for r in refs[image]]
     text = "\n".join(lines) + "\n"
