@@ -59,3 +59,53 @@ def test_expand_inputs(tmp_path):
     assert [p.name for p in expand_inputs(str(tmp_path))] == ["a.png", "b.png"]
     with pytest.raises(DlxError, match="no files match"):
         expand_inputs(str(tmp_path / "*.jpg"))
+
+
+# the UCI digits were made by counting the on pixels of 4x4 blocks of a 32x32 bitmap
+CENTRE_FIRST = np.argsort(((np.indices((4, 4)) - 1.5) ** 2).sum(0).ravel(), kind="stable")
+
+
+def digit_drawing(x8: np.ndarray, size: int, glyph: int, offset: tuple = (1, -2)) -> np.ndarray:
+    """A digits example drawn as a user would: its 32x32 bitmap (count c of a block -> c pixels on),
+    resized to `glyph` pixels, white ink on black, slightly off-centre on a `size` canvas."""
+    bits = np.zeros((32, 32), np.float32)
+    for (i, j), count in np.ndenumerate(x8.reshape(8, 8)):
+        cell = np.zeros(16, np.float32)
+        cell[CENTRE_FIRST[: int(count)]] = 255
+        bits[4 * i : 4 * i + 4, 4 * j : 4 * j + 4] = cell.reshape(4, 4)
+    drawn = np.asarray(Image.fromarray(bits.astype(np.uint8)).resize((glyph, glyph), Image.BILINEAR), np.float32)
+    canvas = np.zeros((size, size), np.float32)
+    top, left = (size - glyph) // 2 + offset[0], (size - glyph) // 2 + offset[1]
+    canvas[top : top + glyph, left : left + glyph] = drawn
+    return canvas
+
+
+@pytest.mark.parametrize("size,glyph", [(28, 22), (64, 52)])
+def test_a_drawn_digits_example_is_predicted_as_its_original(size, glyph):
+    """Preprocessing a drawing for an 8x8 digits model (crop to the ink, a square, block averages on
+    0..16) gives back an input the model reads as it reads the original."""
+    from sklearn.datasets import load_digits
+    from sklearn.svm import SVC
+
+    x, y = load_digits(return_X_y=True)
+    model = SVC(gamma=0.001, C=10).fit(x[:1400], y[:1400])
+    originals = model.predict(x[1400:])
+    redrawn = np.stack([preprocess(digit_drawing(d, size, glyph), DIGITS).ravel() for d in x[1400:]])
+    assert redrawn.max() <= 16 and redrawn.min() >= 0
+    agree = (model.predict(redrawn) == originals).mean()
+    assert agree >= 0.93, agree
+    # without the crop-and-square step (the whole canvas block-averaged) the same model is lost
+    plain = np.stack([np.asarray(Image.fromarray(digit_drawing(d, size, glyph).astype(np.uint8)).resize((8, 8), Image.BOX),
+                                 np.float32).ravel() * 16 / 255 for d in x[1400:]])
+    assert (model.predict(plain) == originals).mean() < agree - 0.1
+
+
+def test_an_image_already_in_the_datasets_layout_is_kept_as_it_is():
+    """One of the dataset's own 8x8 images (saved as a PNG and uploaded) is not cropped and
+    stretched again: it comes back on the 0..16 scale exactly, dark-on-light ones inverted."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:50]
+    for x in images:
+        np.testing.assert_allclose(preprocess(x * (255 / 16), DIGITS), x, atol=1e-4)
+    np.testing.assert_allclose(preprocess(255 - images[3] * (255 / 16), DIGITS), images[3], atol=1e-4)

@@ -3,6 +3,11 @@
 MNIST-style: greyscale, light ink on a dark background (a light background is inverted), cropped
 to the ink, scaled into a `spec.box` square keeping the aspect ratio, placed so its centre of mass
 is in the middle of the frame, and expressed in the raw pixel range of the dataset.
+
+The 8x8 digits (`box` 0) were made by scaling the ink's bounding box into a 32x32 bitmap and
+counting the on pixels of each 4x4 block (0..16): here the cropped ink is centred in a square and
+area-averaged down to 8x8, i.e. the same block counts with grey pixels counting as partly on, on
+the 0..16 scale (tests/test_images.py redraws the dataset's examples at 28x28 and 64x64).
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ def preprocess(grey: np.ndarray, spec) -> np.ndarray:
     grey = np.clip(grey - paper, 0, None)  # the background becomes exactly 0
     if grey.max() <= 0:
         return np.zeros((rows, cols), np.float32)  # blank image: nothing to centre
+    if grey.shape == (rows, cols):  # already the dataset's own size and layout (one of its images): kept as it is
+        return grey * (spec.pixel_max / 255.0)
     ink = np.argwhere(grey > INK_THRESHOLD * grey.max())
     (r0, c0), (r1, c1) = ink.min(axis=0), ink.max(axis=0) + 1
     crop = grey[r0:r1, c0:c1]
