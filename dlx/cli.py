@@ -26,6 +26,7 @@ OTHER_COMMANDS = {
     "worker": "run the training jobs queued by dlx serve: dlx worker --state-dir outputs/serve",
     "users": "API keys for dlx serve: dlx users add NAME | list | revoke KEY_ID",
     "runs": "a sweep's jobs (or a folder of runs) as a table, best first: dlx runs multirun/DATE/TIME",
+    "completion": "shell tab completion for commands and overrides: eval \"$(dlx completion bash)\" (or zsh)",
 }
 
 

@@ -1,7 +1,9 @@
 """The CLI contract and the config schema: fast, no TensorFlow."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -37,13 +39,6 @@ def test_every_group_option_composes(group, options):
     for option in options:
         cfg = plain(compose([f"{group}={option}"]))
         assert cfg[group]["name"] == option
-
-
-def test_defaults():
-    cfg = plain(compose())
-    assert [cfg[g]["name"] for g in ("dataset", "model", "optimizer", "regularization", "logger")] == [
-        "digits", "mlp", "adam", "none", "both"]
-    assert cfg["trainer"]["early_stopping"]["monitor"] == "val_loss"
 
 
 @pytest.mark.parametrize("override,error", [
@@ -113,3 +108,36 @@ def test_data_list(dlx):
     proc = dlx("data", "list")
     assert proc.returncode == 0
     assert all(name in proc.stdout for name in ("digits", "mnist", "fashion_mnist"))
+
+
+@pytest.mark.parametrize("line, expected, absent", [
+    ("dlx ", {"train", "eval", "serve", "completion"}, set()),
+    ("dlx tr", {"train"}, {"eval"}),
+    ("dlx train mod", {"model=", "model."}, set()),
+    ("dlx train model=c", {"model=cnn", "model=char_rnn", "model=captioning"}, {"model=mlp"}),
+    ("dlx train model=cnn model.con", {"model.conv."}, set()),  # the chosen family's own keys
+    ("dlx train trainer.ep", {"trainer.epochs="}, set()),
+    ("dlx train experiment=book_s", {"experiment=book_softmax_mnist"}, {"experiment=dlx_cnn_mnist"}),
+    ("dlx data ", {"list", "download"}, set()),
+])
+def test_shell_completion_answers_commands_groups_and_keys(dlx, line, expected, absent):
+    from dlx.commands.completion import candidates
+
+    got = set(candidates(line))
+    assert expected <= got and not absent & got, got
+
+
+def test_shell_completion_in_a_real_bash(workdir):
+    """The script `dlx completion bash` prints, sourced into bash, completes through `dlx` itself."""
+    import shutil
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    bin_dir = Path(sys.executable).parent
+    script = ('eval "$(dlx completion bash)"; COMP_LINE="dlx train optimizer=ad"; COMP_POINT=${#COMP_LINE}; '
+              'COMP_WORDS=(dlx train optimizer=ad); COMP_CWORD=2; _dlx_completion; echo "${COMPREPLY[@]}"')
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert sorted(proc.stdout.split()) == ["optimizer=adagrad", "optimizer=adam"], proc.stderr
+    bad = subprocess.run([str(bin_dir / "dlx"), "completion", "fish"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
