@@ -222,7 +222,7 @@ def test_optuna_trials_in_parallel_processes_share_the_study(dlx, workdir):
     with sqlite3.connect(workdir / "par/optuna.db") as db:
         states = [s for (s,) in db.execute("select state from trials")]
         reported = db.execute("select count(distinct trial_id) from trial_intermediate_values").fetchone()[0]
-    assert states == ["COMPLETE"] * 4 or sorted(set(states)) <= ["COMPLETE", "PRUNED"]
+    assert set(states) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states, states
     assert len(states) == 4 and reported == 4  # every worker process reported its epochs to the shared study
     assert len(job_dirs(workdir / "par")) == 4
 
