@@ -80,6 +80,32 @@ class Side(Enum):
     post = "post"
 
 
+class Color(Enum):
+    rgb = "rgb"
+    grayscale = "grayscale"
+
+
+class BadFile(Enum):
+    skip = "skip"  # counted, listed in the log, left out
+    error = "error"  # the first one stops the run
+
+
+class Task(Enum):
+    classification = "classification"
+    regression = "regression"
+
+
+@dataclass
+class AugmentConfig:
+    """Random changes to training images each time they are drawn (Keras preprocessing layers;
+    never to validation or test images). 0 / false = off."""
+
+    flip: bool = False  # mirror left-right
+    rotation: float = ranged(0.0, "[0, 1]")  # fraction of a full turn, either way
+    zoom: float = ranged(0.0, "[0, 0.9]")  # fraction in or out
+    contrast: float = ranged(0.0, "[0, 1]")  # contrast factor range 1 +- this
+
+
 # --------------------------------------------------------------------------- dataset
 @dataclass
 class DatasetConfig:
@@ -111,6 +137,24 @@ class DatasetConfig:
     truncating: Side = Side.pre
     # character corpora (tinyshakespeare, any UTF-8 file): training windows of seq_length characters
     seq_length: int = ranged(100, "[1, 1e7]")
+    # image_folder and csv: the fractions held out for validation and test (stratified, drawn with
+    # data_seed, recorded in the run's split.json) where the data has no val/ and test/ parts of its own
+    val_split: float = ranged(0.1, "[0, 0.9]")
+    test_split: float = ranged(0.1, "[0, 0.9]")
+    # image_folder: [height, width] the images are resized to; null = their median size, at most 64 a side
+    image_size: Optional[List[int]] = ranged(None, "[1, 4096]")
+    color: Color = Color.rgb
+    on_bad_file: BadFile = BadFile.skip  # an unreadable or non-image file
+    # image_folder: decoded images kept in this file (tf.data cache) after the first epoch; null = decode each epoch
+    cache: Optional[str] = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # image datasets (image_folder, cifar10, mnist, ...)
+    # csv: the column to predict; classification (any values: the classes) or regression (numbers)
+    target: Optional[str] = None
+    task: Task = Task.classification
+    # csv: columns whose type inference should not decide (numbers as categories, ...); columns to leave out
+    categorical: Optional[List[str]] = None
+    numeric: Optional[List[str]] = None
+    drop: List[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- optimizer

@@ -1,7 +1,8 @@
 """A run's model as an MLflow model: the pyfunc flavour, with the run's preprocessing inside.
 
 `mlflow.pyfunc.load_model("runs:/<id>/model").predict(x)` takes inputs as a user has them (raw
-pixel values 0..pixel_max shaped like one image or flat; tabular rows by feature name; text as a
+pixel values 0..pixel_max shaped like one image or flat; tabular rows by feature name, a CSV
+table's rows by its raw column names; text as a
 `text` column of documents), prepares them exactly as `dlx predict` does (the run's scaling,
 vocabulary and padding travel in the model's artifacts) and returns one row per input: `class`,
 `score` and a `p_<class>` column per class, or `value` for a regression. `mlflow models serve`
@@ -37,6 +38,8 @@ def should_log(spec: DataSpec, task: str) -> str | None:
 def example_inputs(data, n: int = 3):
     """A few test examples as a user would send them: raw values, or documents for text."""
     spec = data.spec
+    if spec.columns:  # a CSV table: its raw rows, as the file has them
+        return data.extra["raw_test"].head(n)
     if spec.kind in ("image", "tabular"):
         return unscale(data.test.x[:n], spec)
     words = [w for w in spec.feature_names or [] if not w.startswith("<")]
@@ -50,6 +53,9 @@ def signature_and_example(spec: DataSpec, raw_example):
     if spec.kind == "image":
         inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *spec.input_shape))])
         example = np.asarray(raw_example, np.float32)
+    elif spec.columns:
+        inputs = Schema([ColSpec("double" if c["kind"] == "numeric" else "string", c["name"]) for c in spec.columns])
+        example = raw_example.astype({c["name"]: "float64" if c["kind"] == "numeric" else "str" for c in spec.columns})
     elif spec.kind == "tabular":
         names = spec.feature_names or [f"x{i}" for i in range(spec.input_shape[0])]
         inputs = Schema([ColSpec("double", n) for n in names])
@@ -115,6 +121,10 @@ def prepare(model_input, spec: DataSpec, dataset: dict) -> np.ndarray:
 
         docs = model_input["text"].tolist() if isinstance(model_input, pd.DataFrame) else list(np.ravel(model_input))
         return text_batch(docs, spec, dataset)
+    if spec.columns:
+        from dlx.data import table
+
+        return table.transform(pd.DataFrame(model_input), spec.columns, "model_input", first=0)
     if isinstance(model_input, pd.DataFrame):
         names = spec.feature_names
         model_input = model_input[names].to_numpy() if names and set(names) <= set(model_input.columns) else model_input.to_numpy()

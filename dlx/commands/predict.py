@@ -1,7 +1,8 @@
 """`dlx predict run=DIR inputs=...`: run a trained model on new inputs, prepared like its training data.
 
 What `inputs` holds follows the run's data: image files for image datasets, CSV rows of raw
-feature values (or .npy arrays) for tabular ones, .txt documents for text ones (as word counts,
+feature values (or .npy arrays) for tabular ones (for a dataset=csv run: CSV files with a header
+naming its columns, in any order, the target column not needed), .txt documents for text ones (as word counts,
 or as padded word ids for the models that read word order).
 """
 
@@ -55,6 +56,12 @@ def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarra
 
         docs = [f.read_text(encoding="utf-8", errors="replace") for f in files]
         return text_batch(docs, spec, dataset), [str(f) for f in files]
+    if spec.columns:  # a CSV table's run: named columns in any order, prepared as in training
+        from dlx.data import table
+
+        frames = [table.read(f, "inputs") for f in files]
+        names = [f"{f}:{i + 2}" for f, frame in zip(files, frames) for i in range(len(frame))]
+        return np.concatenate([table.transform(frame, spec.columns, str(f)) for f, frame in zip(files, frames)]), names
     width = spec.input_shape[0]
     blocks = [read_rows(f, width) for f in files]
     names = [f"{f}:{i + 1}" for f, b in zip(files, blocks) for i in range(len(b))]

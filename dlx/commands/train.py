@@ -216,6 +216,8 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
                 objective=family.objective(model, data.spec),
             )
         data.spec.save(run_dir / "data_spec.json")
+        if "split" in data.extra:  # which rows or files went where, for a dataset that splits itself
+            (run_dir / "split.json").write_text(json.dumps(data.extra["split"]) + "\n")
         startup.end()  # everything the training needs is imported
         pretrain_seconds = None
         pretraining = model_hook(model, "pretraining")

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from dlx.data import sequences, tabular, text
+from dlx.data import cifar, sequences, table, tabular, text
 from dlx.data.download import Remote, cache_dir, fetch
 from dlx.data.idx import read_idx
 from dlx.data.types import Data, DataSpec, Split, scale
@@ -135,11 +135,11 @@ LOADERS: dict[str, Callable] = {
     "digits": _load_digits,
     "mnist": _load_mnist,
     "fashion_mnist": _load_fashion_mnist,
-    **tabular.LOADERS, **text.LOADERS, **sequences.LOADERS,
+    **cifar.LOADERS, **tabular.LOADERS, **text.LOADERS, **sequences.LOADERS, **table.LOADERS,
 }
-DESCRIPTIONS |= tabular.DESCRIPTIONS | text.DESCRIPTIONS | sequences.DESCRIPTIONS
-REMOTES |= text.REMOTES | sequences.REMOTES
-SPLITS_ITSELF = set(sequences.LOADERS)  # loaders returning a finished Data (their own splits)
+DESCRIPTIONS |= cifar.DESCRIPTIONS | table.DESCRIPTIONS | tabular.DESCRIPTIONS | text.DESCRIPTIONS | sequences.DESCRIPTIONS
+REMOTES |= cifar.REMOTES | text.REMOTES | sequences.REMOTES
+SPLITS_ITSELF = set(sequences.LOADERS) | set(table.LOADERS)  # loaders returning a finished Data (their own splits)
 TEXT = set(text.LOADERS)  # loaders that can give word ids instead of word counts
 
 

@@ -33,6 +33,8 @@ class DataSpec:
     feature_names: list[str] | None = None
     offset: list[float] | None = None
     spread: list[float] | None = None
+    # csv tables: per raw column how it becomes features (dlx/data/table.py)
+    columns: list[dict] | None = None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")

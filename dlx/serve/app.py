@@ -152,9 +152,31 @@ class Served:
                 raise ApiError(415, f"file {i + 1}: not a readable image") from None
         return image_batch(greys, self.spec).astype(np.float32)
 
+    def prepare_rows(self, inputs: Any) -> np.ndarray:
+        """A CSV table's run: rows as JSON objects {column: value}, prepared as in training."""
+        import pandas as pd
+
+        from dlx.data import table
+        from dlx.errors import DlxError
+
+        names = {c["name"] for c in self.spec.columns}
+        for i, row in enumerate(inputs if isinstance(inputs, list) else [None]):
+            if not isinstance(row, dict):
+                raise ApiError(422, f"inputs[{i}]: expected an object {{column: value}} with the columns {sorted(names)}")
+            for key, value in row.items():
+                if key in names and value is not None and not isinstance(value, (str, int, float, bool)):
+                    raise ApiError(422, f"inputs[{i}].{key}: expected a number or a string")
+        try:
+            frame = pd.DataFrame([{k: v for k, v in row.items() if k in names} for row in inputs], columns=sorted(names))
+            return table.transform(frame, self.spec.columns, "inputs", first=0)
+        except DlxError as exc:
+            raise ApiError(422, str(exc)) from None
+
     def prepare_arrays(self, inputs: Any) -> np.ndarray:
         from dlx.data.types import scale
 
+        if self.spec.columns:
+            return self.prepare_rows(inputs)
         shape = tuple(self.spec.input_shape)
         size = int(np.prod(shape))
         try:

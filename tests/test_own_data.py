@@ -1,0 +1,207 @@
+"""Your own data, and the image sets that come as archives: CIFAR-10 (a real-format archive served
+from 127.0.0.1), CSV tables and folders of images (written by the tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import tarfile
+import threading
+from functools import partial
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_cfg
+from test_download import RangeHandler
+
+from dlx.config import ns
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+def cifar_batch(n: int, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A batch as the CIFAR-10 python archive pickles it (bytes keys, N x 3072 uint8 in R, G, B
+    planes); each class has its own colour, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    colours = np.random.default_rng(99).integers(0, 256, (10, 3))
+    images = np.clip(colours[labels][:, None, None, :] + rng.normal(0, 20, (n, 32, 32, 3)), 0, 255).astype(np.uint8)
+    data = images.transpose(0, 3, 1, 2).reshape(n, 3072)
+    return {b"batch_label": b"batch", b"labels": labels.tolist(), b"data": data,
+            b"filenames": [f"{i}.png".encode() for i in range(n)]}, images, labels
+
+
+def write_cifar(path: Path, per_batch: int = 40, n_test: int = 60, evil: bool = False) -> dict:
+    batches = {f"data_batch_{i}": cifar_batch(per_batch, i) for i in range(1, 6)} | {"test_batch": cifar_batch(n_test, 0)}
+    with tarfile.open(path, "w:gz") as archive:
+        members = {name: pickle.dumps(b[0], protocol=2) for name, b in batches.items()}
+        members["batches.meta"] = pickle.dumps({b"label_names": [b"airplane"] * 10}, protocol=2)
+        if evil:
+            members["test_batch"] = pickle.dumps(Evil(), protocol=2)
+        for name, raw in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            archive.addfile(info, io.BytesIO(raw))
+    return batches
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("owned",))
+
+
+@pytest.fixture
+def cifar_server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    batches = write_cifar(root / "cifar-10-python.tar.gz")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", root, batches
+    httpd.shutdown()
+
+
+def test_cifar10_downloads_checks_md5_and_reads_the_pickled_batches(cifar_server, workdir, monkeypatch):
+    from dlx.data import cifar, datasets
+    from dlx.data.download import Remote
+
+    url, root, batches = cifar_server
+    md5 = hashlib.md5((root / "cifar-10-python.tar.gz").read_bytes()).hexdigest()
+    monkeypatch.setitem(cifar.REMOTES, "cifar10", [Remote(cifar.ARCHIVE, (url,), md5, "md5")])  # the test archive's own md5
+    cfg = tiny_cfg("dataset=cifar10", "dataset.val_size=20")
+    data = datasets.load(ns(cfg["dataset"]))
+    assert (workdir / "cache" / "cifar10" / "cifar-10-python.tar.gz").is_file()
+    assert data.spec.input_shape == (32, 32, 3) and data.spec.class_names[3] == "cat"
+    assert len(data.train) == 180 and len(data.val) == 20 and len(data.test) == 60
+    _, images, labels = batches["test_batch"]
+    np.testing.assert_allclose(data.test.x, images / 255.0, atol=1e-6)  # planes -> HWC, exactly
+    np.testing.assert_array_equal(data.test.y, labels)
+    from dlx.commands.train import train
+
+    metrics, _ = train(tiny_cfg("dataset=cifar10", "dataset.val_size=20", "model=cnn", "trainer.epochs=8",
+                                "optimizer.lr=3e-3"), workdir / "run")
+    assert metrics["test_accuracy"] > 0.5  # colours per class: easy, but only if the pixels are read right
+
+
+def test_cifar10_refuses_a_wrong_md5_and_pickled_code(cifar_server, dlx, workdir):
+    url, root, _ = cifar_server
+    proc = dlx("data", "download", "cifar10", "--mirror", url)  # the published md5 is not this archive's
+    assert proc.returncode == 2 and "md5 mismatch" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not any((workdir / "cache").rglob("cifar-10-python.tar.gz"))
+    write_cifar(workdir / "evil.tar.gz", evil=True)
+    proc = dlx("train", "dataset=cifar10", "dataset.path=evil.tar.gz", "logger=none", "hydra.run.dir=run")
+    assert proc.returncode == 2 and "refusing to load __builtin__.print" in proc.stderr and "owned" not in proc.stdout
+    (workdir / "cut.tar.gz").write_bytes((root / "cifar-10-python.tar.gz").read_bytes()[:5000])
+    proc = dlx("train", "dataset=cifar10", "dataset.path=cut.tar.gz", "logger=none", "hydra.run.dir=run")
+    assert proc.returncode == 2 and "not a readable cifar-10-python.tar.gz" in proc.stderr
+    assert not (workdir / "run").exists()
+
+
+# --------------------------------------------------------------------------- CSV tables
+def write_table(path: Path, n: int = 1500, seed: int = 0) -> None:
+    """The label depends on a numeric and a categorical column together (XOR-like: no single column
+    decides it); a noise column, a constant-type id, and some empty cells."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(0, 100, n).round(1)
+    colour = rng.choice(["red", "green", "blue"], n)
+    label = np.where((age > 50) ^ (colour == "red"), "yes", "no")
+    frame = pd.DataFrame({"id": np.arange(n), "age": age, "colour": colour, "noise": rng.normal(size=n).round(3),
+                          "label": label})
+    frame.loc[rng.choice(n, 20, replace=False), "noise"] = np.nan  # imputed with the training median
+    frame.loc[rng.choice(n, 10, replace=False), "colour"] = np.nan  # its own category, "<missing>"
+    frame.to_csv(path, index=False)
+
+
+CSV_TRAIN = ["model=mlp", "dataset=csv", "dataset.path=table.csv", "dataset.target=label", "dataset.drop=[id]",
+             "trainer.epochs=60", "trainer.batch_size=64", "optimizer.lr=3e-3", "logger=none", "hydra.run.dir=run"]
+
+
+def test_csv_trains_evaluates_predicts_and_serves(dlx, workdir):
+    write_table(workdir / "table.csv")
+    dlx("train", *CSV_TRAIN, check=True)
+    run = workdir / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9, metrics
+    split = json.loads((run / "split.json").read_text())
+    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(2, 1502))  # CSV lines, each once
+    spec = json.loads((run / "data_spec.json").read_text())
+    assert [c["name"] for c in spec["columns"]] == ["age", "colour", "noise"] and spec["class_names"] == ["no", "yes"]
+    colour = next(c for c in spec["columns"] if c["name"] == "colour")
+    assert colour["categories"] == ["<missing>", "blue", "green", "red"]
+    assert f"{metrics['test_accuracy']:.4f}" in dlx("eval", "run=run", check=True).stdout
+
+    # new rows: no target, columns in another order, a colour never seen in training
+    (workdir / "new.csv").write_text("colour,noise,age\nred,0.1,80\nblue,,80\ngreen,0.3,10\npurple,0,10\n")
+    proc = dlx("predict", "run=run", "inputs=new.csv", check=True)
+    classes = [line.split()[1] for line in proc.stdout.strip().splitlines()]
+    assert classes[:3] == ["no", "yes", "no"] and classes[3] in ("no", "yes"), proc.stdout
+
+    (workdir / "typo.csv").write_text("colour,noise,age\nred,0.1,eighty\n")
+    proc = dlx("predict", "run=run", "inputs=typo.csv")
+    assert proc.returncode == 2 and "typo.csv: row 2, column age: 'eighty' is not a number" in proc.stderr
+    (workdir / "short.csv").write_text("colour,age\nred,80\n")
+    proc = dlx("predict", "run=run", "inputs=short.csv")
+    assert proc.returncode == 2 and "missing column(s) noise" in proc.stderr
+
+    from fastapi.testclient import TestClient
+    from test_serve import SETTINGS, signed_call
+
+    from dlx.serve.app import create_app
+    from dlx.serve.auth import KeyStore
+
+    state = workdir / "state"
+    call = signed_call(*KeyStore(state).add("csv"))
+    with TestClient(create_app(str(run), SETTINGS | {"state_dir": str(state)})) as client:
+        r = call(client, "/v1/predict", {"inputs": [{"age": 80, "colour": "red", "noise": 0.1},
+                                                     {"colour": "blue", "age": 80, "noise": None}]})
+        assert r.status_code == 200, r.text
+        assert [p["class"] for p in r.json()["predictions"]] == ["no", "yes"]
+        r = call(client, "/v1/predict", {"inputs": [{"age": "old", "colour": "red", "noise": 0}]})
+        assert r.status_code == 422 and "row 0, column age: 'old' is not a number" in r.json()["error"]
+        r = call(client, "/v1/predict", {"inputs": [[1, 2, 3]]})
+        assert r.status_code == 422 and "expected an object" in r.json()["error"]
+        r = call(client, "/v1/predict", {"inputs": [{"age": {"$gt": 1}, "colour": "red", "noise": 0}]})
+        assert r.status_code == 422 and "expected a number or a string" in r.json()["error"]
+
+
+@pytest.mark.parametrize("content, args, message", [
+    ("a,b\n1,x\n2,y\n", ["dataset.target=c"], "dataset.target: no column 'c' in"),
+    ("a,b\n1,x\n2,y\n", [], "dataset.target: name the column to predict"),
+    ("a,b,label\n1,,x\n2,,y\n3,,x\n", ["dataset.target=label"], "column b is empty in every row; leave it out with dataset.drop=[b]"),
+    ("a,label\n" + "".join(f"{i},{'xy'[i % 2]}\n" for i in range(40)) + "oops,x\n", ["dataset.target=label"],
+     "row 42, column a: 'oops' is not a number (fix it, or list a in dataset.categorical)"),
+    ("a,label\n1,x\n2,\n", ["dataset.target=label"], "row 3 has no label (the target)"),
+    ("", ["dataset.target=label"], "empty; expected a header row"),
+])
+def test_csv_mistakes_are_one_line_exit_2(dlx, workdir, content, args, message):
+    (workdir / "t.csv").write_text(content)
+    proc = dlx("train", "model=mlp", "dataset=csv", "dataset.path=t.csv", *args, "logger=none", "hydra.run.dir=run")
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (workdir / "run").exists()
+    proc = dlx("train", "model=mlp", "dataset=csv", "dataset.path=nope.csv", "dataset.target=x", "logger=none")
+    assert proc.returncode == 2 and "dataset.path=nope.csv: no such file" in proc.stderr
+
+
+@pytest.mark.parametrize("family", ["softmax", "logistic_regression", "gda", "naive_bayes", "svm"])
+def test_csv_works_with_the_families_that_read_rows(dlx, workdir, family):
+    write_table(workdir / "table.csv", n=600)
+    extra = ["model.event=bernoulli"] if family == "naive_bayes" else []
+    dlx("train", f"model={family}", "dataset=csv", "dataset.path=table.csv", "dataset.target=label", "dataset.drop=[id]",
+        *extra, "logger=none", "hydra.run.dir=run", check=True)
+    assert json.loads((workdir / "run" / "metrics.json").read_text())["test_accuracy"] > 0.4
+
+
+def test_csv_regression(dlx, workdir):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 10, 400)
+    pd.DataFrame({"x": x, "kind": rng.choice(["a", "b"], 400), "y": 3 * x + 1}).to_csv(workdir / "r.csv", index=False)
+    dlx("train", "model=linear_regression", "dataset=csv", "dataset.path=r.csv", "dataset.target=y",
+        "dataset.task=regression", "logger=none", "hydra.run.dir=run", check=True)
+    assert json.loads((workdir / "run" / "metrics.json").read_text())["test_r2"] > 0.95
