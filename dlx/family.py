@@ -292,7 +292,10 @@ def positive(key: str, value: float, what: str = "a positive value") -> None:
 
 
 def check_unit_interval(family: str, data, why: str) -> None:
-    lo, hi = float(data.train.x.min()), float(data.train.x.max())
+    if not hasattr(data.train.x, "min"):  # streamed image files: their scaling says the range
+        lo, hi = (0.0, 1.0) if data.spec.scaling == "unit" else (-1.0, 255.0)
+    else:
+        lo, hi = float(data.train.x.min()), float(data.train.x.max())
     if lo < 0 or hi > 1:
         raise DlxError(f"model={family} needs inputs in [0, 1] ({why}), but dataset={data.spec.name} "
                        f"(scaling={data.spec.scaling}) ranges over [{lo:.3g}, {hi:.3g}]; use dataset.scaling=unit")

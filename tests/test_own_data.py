@@ -205,3 +205,129 @@ def test_csv_regression(dlx, workdir):
     dlx("train", "model=linear_regression", "dataset=csv", "dataset.path=r.csv", "dataset.target=y",
         "dataset.task=regression", "logger=none", "hydra.run.dir=run", check=True)
     assert json.loads((workdir / "run" / "metrics.json").read_text())["test_r2"] > 0.95
+
+
+# --------------------------------------------------------------------------- folders of images
+def write_folder(root: Path, per_class: int = 40, seed: int = 0, classes=("circle", "square", "stripes")) -> Path:
+    """One folder per class, a distinct shape each, on random colours; sizes 40..90 px a side, and
+    PNG, JPEG, greyscale BMP and palette GIF in turn."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+            im = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 80, 3)))
+            fg = tuple(int(v) for v in rng.integers(150, 256, 3))
+            draw = ImageDraw.Draw(im)
+            if c == "circle":
+                draw.ellipse([w * 0.2, h * 0.2, w * 0.8, h * 0.8], fill=fg)
+            elif c == "square":
+                draw.rectangle([w * 0.25, h * 0.25, w * 0.75, h * 0.75], fill=fg)
+            else:
+                for x in range(0, w, 8):
+                    draw.rectangle([x, 0, x + 3, h], fill=fg)
+            [lambda: im.save(root / c / f"{i}.png"), lambda: im.save(root / c / f"{i}.jpg", quality=90),
+             lambda: im.convert("L").save(root / c / f"{i}.bmp"), lambda: im.convert("P").save(root / c / f"{i}.gif")][i % 4]()
+    return root
+
+
+FOLDER_TRAIN = ["dataset=image_folder", "dataset.path=photos", "trainer.epochs=25", "trainer.batch_size=16",
+                "optimizer.lr=3e-3", "logger=none", "hydra.run.dir=run"]
+
+
+def test_an_image_folder_trains_streams_predicts_and_serves(dlx, workdir):
+    write_folder(workdir / "photos")
+    (workdir / "photos" / "circle" / "notes.txt").write_text("not an image")  # skipped, counted
+    proc = dlx("train", "model=cnn", *FOLDER_TRAIN, check=True)
+    assert "1 of 121 files skipped" in (workdir / "run" / "train.log").read_text()
+    run = workdir / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9, metrics
+    spec = json.loads((run / "data_spec.json").read_text())
+    assert spec["class_names"] == ["circle", "square", "stripes"] and spec["layout"] == "photo"
+    assert spec["input_shape"][2] == 3 and max(spec["input_shape"][:2]) <= 64
+    split = json.loads((run / "split.json").read_text())
+    files = split["train"] + split["val"] + split["test"]
+    assert len(files) == len(set(files)) == 120 and len(split["test"]) == 12
+    assert {Path(f).parts[0] for f in split["test"]} == {"circle", "square", "stripes"}  # stratified
+    assert f"{metrics['test_accuracy']:.4f}" in dlx("eval", "run=run", check=True).stdout
+
+    write_folder(workdir / "new", per_class=4, seed=7)
+    proc = dlx("predict", "run=run", "inputs=new/*/*", check=True)
+    lines = proc.stdout.strip().splitlines()
+    correct = sum(Path(line.split()[0]).parent.name == line.split()[1] for line in lines)
+    assert len(lines) == 12 and correct >= 10, proc.stdout
+
+    from fastapi.testclient import TestClient
+    from test_serve import SETTINGS
+
+    from dlx.serve.app import create_app
+    from dlx.serve.auth import KeyStore, signed_headers
+    from dlx.serve.client import multipart
+
+    state = workdir / "state"
+    key_id, secret = KeyStore(state).add("photos")
+    png = (workdir / "new" / "square" / "0.png").read_bytes()
+    body, kind = multipart([("file", "0.png", png)], {})
+    with TestClient(create_app(str(run), SETTINGS | {"state_dir": str(state)})) as client:
+        r = client.post("/v1/predict", content=body,
+                        headers={"Content-Type": kind} | signed_headers(key_id, secret, "POST", "/v1/predict", "", body))
+        assert r.status_code == 200 and r.json()["predictions"][0]["class"] == "square", r.text
+
+
+def test_streamed_batches_hold_what_the_files_hold(tmp_path):
+    """The tf.data stream decodes the same pixels as `ImageFiles[...]`, each epoch a permutation
+    fixed by (seed, epoch); augmentation changes training batches only."""
+    from dlx.data import datasets
+    from dlx.training.batches import EpochBatches, in_order
+
+    write_folder(tmp_path / "photos", per_class=8)
+    cfg = tiny_cfg("dataset=image_folder", f"dataset.path={tmp_path / 'photos'}", "dataset.image_size=[24,20]",
+                   "dataset.color=grayscale")["dataset"]
+    data = datasets.load(ns(cfg))
+    files = data.train.x
+    assert files.shape == (len(data.train), 24, 20, 1)
+    ordered = np.concatenate([x for x, _ in in_order(files, data.train.y, 5)])
+    np.testing.assert_allclose(ordered, files[np.arange(len(files))], atol=1e-6)
+    assert 0 <= ordered.min() and ordered.max() <= 1
+
+    batches = EpochBatches(files, data.train.y, 5, seed=3, shuffle=True)
+    first = np.concatenate([y for _, y in batches.dataset])
+    again = np.concatenate([y for _, y in batches.dataset])
+    batches.on_epoch_begin(1)
+    other = np.concatenate([y for _, y in batches.dataset])
+    assert (first == again).all() and sorted(first) == sorted(data.train.y) and not (first == other).all()
+
+    noisy = EpochBatches(files, data.train.y, 100, seed=3, shuffle=False, augment={"flip": True, "contrast": 0.5})
+    changed = next(iter(noisy.dataset))[0].numpy()
+    assert changed.shape == ordered.shape and not np.allclose(changed, ordered)
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda root: (root / "a").mkdir(parents=True) or (root / "b").mkdir(), [], "class folder a has no files"),
+    (lambda root: write_folder(root, per_class=4, classes=("only",)), [], "one class folder (only); a classifier needs two"),
+    (lambda root: root.mkdir(), [], "no class folders"),
+    (lambda root: write_folder(root, per_class=8) and (root / "circle" / "x.jpg").write_bytes(b"\xff\xd8 cut"),
+     ["dataset.on_bad_file=error"], "x.jpg: not a readable image"),
+    (lambda root: None, [], "dataset.path=photos: no such directory"),
+    (lambda root: write_folder(root, per_class=8), ["dataset.augment.rotation=2"], "dataset.augment.rotation: 2.0 is outside"),
+])
+def test_image_folder_mistakes_are_one_line_exit_2(dlx, workdir, make, args, message):
+    make(workdir / "photos")
+    proc = dlx("train", "model=mlp", "dataset=image_folder", "dataset.path=photos", *args, "logger=none", "hydra.run.dir=run")
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (workdir / "run").exists()
+
+
+def test_image_folder_own_split_folders_and_in_memory_families(dlx, workdir):
+    """train/ + test/ folders: the test is the user's; validation comes out of train. A family that
+    needs every example at once (naive_bayes) gets them decoded into memory."""
+    write_folder(workdir / "photos" / "train", per_class=20)
+    write_folder(workdir / "photos" / "test", per_class=5, seed=5)
+    dlx("train", "model=naive_bayes", "dataset=image_folder", "dataset.path=photos", "dataset.image_size=[16,16]",
+        "dataset.color=grayscale", "logger=none", "hydra.run.dir=run", check=True)
+    split = json.loads((workdir / "run" / "split.json").read_text())
+    assert len(split["test"]) == 15 and all(f.startswith("test/") for f in split["test"])
+    assert all(f.startswith("train/") for f in split["train"] + split["val"]) and len(split["val"]) == 6

@@ -49,6 +49,16 @@ def read_rows(path: Path, width: int) -> np.ndarray:
 def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarray, list[str]]:
     """Input files -> (a model-ready batch, a label per example); every file is read before any
     model is loaded. `dataset`: the run's dataset config (padding of word ids)."""
+    if spec.kind == "image" and spec.layout == "photo":  # the training decode and resize (dlx.data.decode)
+        from dlx.data.decode import decode_file
+        from dlx.data.folders import check_file
+
+        for f in files:  # every file read before TensorFlow loads: a bad one is one clean line
+            why = check_file(f)
+            if isinstance(why, str):
+                raise DataError(f"{f}: {why}")
+        return scale(np.stack([decode_file(f, spec.input_shape[:2], spec.input_shape[2]) for f in files]), spec), \
+            [str(f) for f in files]
     if spec.kind == "image":
         return image_batch([read_grey(f) for f in files], spec), [str(f) for f in files]
     if spec.kind in ("text", "words"):

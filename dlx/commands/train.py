@@ -167,6 +167,9 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         family = contract.resolve(cfg["model"])
         name = c.model.name
         data = datasets.load(c.dataset, family.reads_words())
+        pretrains = getattr(getattr(c.model, "pretrain", None), "enabled", False)
+        if family.fit_mode(c.model, c.optimizer) != "steps" or pretrains:  # streamed images are decoded for it
+            data = datasets.materialize(data, f"model={name} {'pretrains layer by layer' if pretrains else 'needs every example at once'}")
         contract.check_model(family, c.model, c.regularization, c.optimizer, data)
         mode = family.fit_mode(c.model, c.optimizer)
         steps_per_execution = contract.steps_per_execution(family, c.trainer)

@@ -100,7 +100,7 @@ def load(cfg):
     parts = [_images(_unpickle(raw[n], f"{path}:{n}"), f"{path}:{n}") for n in TRAIN]
     x_train, y_train = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     x_test, y_test = _images(_unpickle(raw[TEST], f"{path}:{TEST}"), f"{path}:{TEST}")
-    spec = DataSpec("cifar10", (32, 32, 3), 10, list(CLASSES), 255.0)
+    spec = DataSpec("cifar10", (32, 32, 3), 10, list(CLASSES), 255.0, layout="photo")
     return (x_train, y_train), (x_test, y_test), spec, source
 
 

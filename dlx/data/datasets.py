@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from dlx.data import cifar, sequences, table, tabular, text
+from dlx.data import cifar, folders, sequences, table, tabular, text
 from dlx.data.download import Remote, cache_dir, fetch
 from dlx.data.idx import read_idx
 from dlx.data.types import Data, DataSpec, Split, scale
@@ -136,10 +136,11 @@ LOADERS: dict[str, Callable] = {
     "mnist": _load_mnist,
     "fashion_mnist": _load_fashion_mnist,
     **cifar.LOADERS, **tabular.LOADERS, **text.LOADERS, **sequences.LOADERS, **table.LOADERS,
+    **folders.LOADERS,
 }
-DESCRIPTIONS |= cifar.DESCRIPTIONS | table.DESCRIPTIONS | tabular.DESCRIPTIONS | text.DESCRIPTIONS | sequences.DESCRIPTIONS
+DESCRIPTIONS |= cifar.DESCRIPTIONS | folders.DESCRIPTIONS | table.DESCRIPTIONS | tabular.DESCRIPTIONS | text.DESCRIPTIONS | sequences.DESCRIPTIONS
 REMOTES |= cifar.REMOTES | text.REMOTES | sequences.REMOTES
-SPLITS_ITSELF = set(sequences.LOADERS) | set(table.LOADERS)  # loaders returning a finished Data (their own splits)
+SPLITS_ITSELF = set(sequences.LOADERS) | set(table.LOADERS) | set(folders.LOADERS)  # loaders returning a finished Data (their own splits)
 TEXT = set(text.LOADERS)  # loaders that can give word ids instead of word counts
 
 
@@ -174,8 +175,9 @@ def load(cfg, words: bool = False) -> Data:
         raise DlxError(f"dataset.subset: expected a positive count or null, got {cfg.subset}")
     if cfg.name in SPLITS_ITSELF:
         data = LOADERS[cfg.name](cfg)
-        if cfg.subset is not None:
+        if cfg.subset is not None and cfg.name in sequences.LOADERS:  # the others take their own subset
             data.train = Split(_head(data.train.x, cfg.subset), data.train.y[: cfg.subset])
+        _augment(cfg, data)
         _summary(cfg.name, data)
         return data
     kwargs = {"words": True} if words and cfg.name in TEXT else {}
@@ -213,7 +215,32 @@ def load(cfg, words: bool = False) -> Data:
         return Split(scale(x, spec).reshape((-1, *spec.input_shape)), y.astype(np.int32))
 
     data = Data(split(x_train, y_train), split(x_val, y_val), split(x_test, y_test), spec, source)
+    _augment(cfg, data)
     _summary(cfg.name, data)
+    return data
+
+
+def _augment(cfg, data: Data) -> None:
+    """dataset.augment, for the training batches of image data (dlx.training.batches)."""
+    aug = getattr(cfg, "augment", None)
+    wanted = {k: getattr(aug, k) for k in ("flip", "rotation", "zoom", "contrast")} if aug is not None else {}
+    if not any(wanted.values()):
+        return
+    if data.spec.kind != "image" or len(data.spec.input_shape) != 3:
+        raise DlxError(f"dataset.augment: random image changes need an image dataset; {data.spec.name} is {data.spec.kind}")
+    data.extra["augment"] = wanted
+
+
+def materialize(data: Data, why: str) -> Data:
+    """Streamed image files decoded into arrays, for a family that needs every example at once."""
+    from dlx.data.types import ImageFiles
+
+    if not isinstance(data.train.x, ImageFiles):
+        return data
+    log.info("decoding %d images into memory: %s", len(data.train) + len(data.val) + len(data.test), why)
+    for part in ("train", "val", "test"):
+        split = getattr(data, part)
+        setattr(data, part, Split(np.asarray(split.x), split.y))
     return data
 
 

@@ -142,7 +142,8 @@ def split_rows(y: np.ndarray, cfg, classify: bool) -> dict[str, np.ndarray]:
     strat = y if classify and np.unique(y, return_counts=True)[1].min() >= 3 else None
     try:
         train, rest = train_test_split(rows, test_size=held, stratify=strat, random_state=cfg.data_seed)
-        val, test = train_test_split(rest, test_size=cfg.test_split / held, stratify=None if strat is None else y[rest],
+        again = strat is not None and np.unique(y[rest], return_counts=True)[1].min() >= 2
+        val, test = train_test_split(rest, test_size=cfg.test_split / held, stratify=y[rest] if again else None,
                                      random_state=cfg.data_seed)
     except ValueError as exc:
         raise DataError(f"cannot split {n} rows into train / val / test ({exc})") from None

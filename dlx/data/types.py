@@ -35,6 +35,9 @@ class DataSpec:
     spread: list[float] | None = None
     # csv tables: per raw column how it becomes features (dlx/data/table.py)
     columns: list[dict] | None = None
+    # how `dlx predict` / `dlx serve` prepare an image file: glyph = crop to the ink and centre it (the
+    # digit and clothing sets); photo = decode and resize the whole image as training did (dlx.data.folders)
+    layout: str = "glyph"
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -44,6 +47,41 @@ class DataSpec:
         d = json.loads(path.read_text())
         d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
+
+
+class ImageFiles:
+    """A split's images as files on disk, read when needed: training streams them through tf.data
+    (dlx.training.batches); indexing (`files[idx]`) decodes those images into model inputs."""
+
+    ndim = 4
+    dtype = np.float32
+
+    def __init__(self, paths, size: tuple[int, int], channels: int, spec: "DataSpec"):
+        self.paths = np.asarray(paths, dtype=str)
+        self.size, self.channels, self.spec = tuple(size), channels, spec
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.size, self.channels)
+
+    def take(self, idx) -> "ImageFiles":
+        return ImageFiles(self.paths[idx], self.size, self.channels, self.spec)
+
+    def raw(self, idx) -> np.ndarray:
+        """Decoded, resized pixels (0..255) of the images at `idx`, as training reads them."""
+        from dlx.data.decode import decode_file
+
+        return np.stack([decode_file(p, self.size, self.channels) for p in np.atleast_1d(self.paths[idx])])
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return scale(self.raw(idx), self.spec)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[np.arange(len(self))]
+        return out if dtype is None else out.astype(dtype)
 
 
 @dataclass
@@ -78,6 +116,14 @@ def scale(x: np.ndarray, spec: DataSpec) -> np.ndarray:
     if spec.scaling == "zscore":
         x = (x - np.float32(spec.mean)) / np.float32(spec.std)
     return x
+
+
+def scale_tensor(x, spec: DataSpec):
+    """`scale` for an image tensor inside a tf.data pipeline (the same arithmetic)."""
+    if spec.scaling == "none":
+        return x
+    x = x / spec.pixel_max
+    return (x - spec.mean) / spec.std if spec.scaling == "zscore" else x
 
 
 def unscale(x: np.ndarray, spec: DataSpec) -> np.ndarray:

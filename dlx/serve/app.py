@@ -142,6 +142,17 @@ class Served:
             total += pixels
         if total > max_request_pixels:
             raise ApiError(413, f"{total:,} pixels in this request; the limit is {max_request_pixels:,}")
+        if self.spec.layout == "photo":  # decoded and resized as the training images were
+            from dlx.data.decode import decode_bytes
+            from dlx.data.types import scale
+
+            photos = []
+            for i, data in enumerate(images):
+                try:
+                    photos.append(decode_bytes(data, self.spec.input_shape[:2], self.spec.input_shape[2]))
+                except DlxError:
+                    raise ApiError(415, f"file {i + 1}: not a readable image") from None
+            return scale(np.stack(photos), self.spec).astype(np.float32)
         greys = []
         for i, data in enumerate(images):
             try:

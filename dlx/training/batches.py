@@ -18,10 +18,16 @@ class EpochBatches(keras.callbacks.Callback):
     the validation and test splits, in order (`in_order`).
     """
 
-    def __init__(self, x, y, batch_size: int, seed: int, shuffle: bool):
+    def __init__(self, x, y, batch_size: int, seed: int, shuffle: bool, augment: dict | None = None,
+                 cache: str | None = None):
         super().__init__()
+        from dlx.data.types import ImageFiles
+
         n = len(keras.tree.flatten(y)[0])
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        if isinstance(x, ImageFiles):
+            self.dataset = _stream(x, y, batch_size, seed, shuffle, self.epoch, augment, cache)
+            return
         arrays = tf.data.Dataset.from_tensors((x, y)).repeat()  # one copy of the data, not a graph constant
 
         full, rest = divmod(n, batch_size)
@@ -45,6 +51,8 @@ class EpochBatches(keras.callbacks.Callback):
         # and no autotuner: where every core is busy (a parallel sweep) its re-planning thread
         # stalls the training steps (benchmarks/results/sweeps.md); AUTOTUNE sizes take fixed defaults
         options.autotune.enabled = False
+        if augment:
+            dataset = dataset.map(_augmenter(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
         self.dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -54,3 +62,49 @@ class EpochBatches(keras.callbacks.Callback):
 def in_order(x, y, batch_size: int) -> tf.data.Dataset:
     """A split batch by batch, in order, through the training batches' pipeline (validation, test)."""
     return EpochBatches(x, y, batch_size, 0, shuffle=False).dataset
+
+
+def _augmenter(augment: dict, seed: int):
+    """dataset.augment as Keras preprocessing layers, applied to training batches only."""
+    from keras import layers
+
+    steps = ([layers.RandomFlip("horizontal", seed=seed)] if augment.get("flip") else []) + \
+        ([layers.RandomRotation(augment["rotation"], fill_mode="constant", seed=seed)] if augment.get("rotation") else []) + \
+        ([layers.RandomZoom(augment["zoom"], fill_mode="constant", seed=seed)] if augment.get("zoom") else []) + \
+        ([layers.RandomContrast(augment["contrast"], seed=seed)] if augment.get("contrast") else [])
+    pipeline = keras.Sequential(steps)
+    return lambda x, y: (pipeline(x, training=True), y)
+
+
+def _stream(files, y, batch_size: int, seed: int, shuffle: bool, epoch: tf.Variable, augment, cache) -> tf.data.Dataset:
+    """Image files read, decoded and resized in parallel by TensorFlow, batch by batch: memory holds
+    the file names and a few batches, whatever the number of images. Without a cache the epoch's
+    order is the same pure function of (seed, epoch) as for arrays; with one, decoded images come
+    from the cache file and a shuffle buffer mixes them."""
+    from dlx.data.decode import decode_tensor
+    from dlx.data.types import scale_tensor
+
+    n = len(files)
+    paths, labels = tf.constant(files.paths), tf.constant(y)
+
+    def load(path):
+        return scale_tensor(decode_tensor(tf.io.read_file(path), files.size, files.channels), files.spec)
+
+    if cache:
+        dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+        dataset = dataset.map(lambda p, t: (load(p), t), num_parallel_calls=tf.data.AUTOTUNE).cache(cache)
+        if shuffle:
+            dataset = dataset.shuffle(min(n, 10_000), seed=seed, reshuffle_each_iteration=True)
+    else:
+        def order(_):
+            indices = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                indices = tf.random.experimental.stateless_shuffle(indices, seed=tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]))
+            return tf.data.Dataset.from_tensor_slices(indices)
+
+        dataset = tf.data.Dataset.range(1).flat_map(order)
+        dataset = dataset.map(lambda i: (load(tf.gather(paths, i)), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+    if augment:
+        dataset = dataset.map(_augmenter(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

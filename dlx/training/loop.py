@@ -110,7 +110,8 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
             resumed_from = state["epoch"]
             log.info("resuming from the end of epoch %d (%s)", resumed_from, saver.dir)
         if state is None or (resumed_from < epochs and not state["stopped"]):
-            batches = EpochBatches(data.train.x, data.train.y, batch_size, trainer["seed"], shuffle)
+            batches = EpochBatches(data.train.x, data.train.y, batch_size, trainer["seed"], shuffle,
+                                   augment=data.extra.get("augment"), cache=data.extra.get("cache"))
             try:
                 model.fit(
                     batches.dataset, initial_epoch=resumed_from, epochs=epochs, shuffle=False,

@@ -1,0 +1,41 @@
+"""The one image decode that training, `dlx predict`, `dlx serve` and the MLflow model share for
+photo datasets (image_folder): TensorFlow's decoder (first frame of a GIF), the colour mode, and a
+bilinear, antialiased resize to the dataset's size; pixels stay 0..255 (scaling comes after)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def decode_tensor(raw, size: tuple[int, int], channels: int):
+    import tensorflow as tf
+
+    # decoded as RGB (TensorFlow's BMP and GIF decoders have no one-channel mode), then made grey
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(image, size, method="bilinear", antialias=True)
+    return tf.image.rgb_to_grayscale(image) if channels == 1 else image
+
+
+def decode_bytes(raw: bytes, size: tuple[int, int], channels: int) -> np.ndarray:
+    import tensorflow as tf
+
+    from dlx.errors import DlxError
+
+    try:
+        return decode_tensor(tf.constant(raw), size, channels).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        raise DlxError("not a readable PNG, JPEG, BMP or GIF") from None
+
+
+def decode_file(path, size: tuple[int, int], channels: int) -> np.ndarray:
+    from dlx.errors import DlxError
+
+    try:
+        raw = open(path, "rb").read()
+    except OSError as exc:
+        raise DlxError(f"{path}: {exc.strerror}") from None
+    try:
+        return decode_bytes(raw, size, channels)
+    except DlxError as exc:
+        raise DlxError(f"{path}: {exc}") from None
