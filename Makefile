@@ -1,6 +1,6 @@
 # make run   : fresh clone -> .venv -> dlx train on the bundled digits dataset
 # make test  : same install, then the test suite without the slow end-to-end tests (SLOW=1: all; CI runs all)
-# make bench : overhead, classic, generative, sequence, sweep, serving and defaults benchmarks -> benchmarks/results/{overhead,classic,generative,sequence,sweeps,serve,defaults}.md
+# make bench : overhead, classic, generative, sequence, sweep, serving, defaults and data benchmarks -> benchmarks/results/{overhead,classic,generative,sequence,sweeps,serve,defaults,data}.md
 # make bench-peers : dlx vs plain Keras vs PyTorch Lightning -> benchmarks/results/peers.md (installs torch)
 # make reproduce : the book presets and tuned variants -> experiments/RESULTS.md (+ results.png)
 
@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweeps.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/defaults.py
+	$(BIN)/python benchmarks/data.py
 
 bench-peers: $(STAMP)
 	$(BIN)/pip install --quiet "torch==2.13.0" && $(BIN)/pip install --quiet -e ".[test,peers]"

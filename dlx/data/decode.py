@@ -1,6 +1,7 @@
-"""The one image decode that training, `dlx predict`, `dlx serve` and the MLflow model share for
-photo datasets (image_folder): TensorFlow's decoder (first frame of a GIF), the colour mode, and a
-bilinear, antialiased resize to the dataset's size; pixels stay 0..255 (scaling comes after)."""
+"""The one image decode that training, `dlx predict` and `dlx serve` share for photo datasets
+(image_folder, cifar10): TensorFlow's decoder (first frame of a GIF), the colour mode, and a
+bilinear resize to the dataset's size, antialiased where an image shrinks more than twofold.
+Pixels stay 0..255; scaling comes after."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ def decode_tensor(raw, size: tuple[int, int], channels: int):
     # decoded as RGB (TensorFlow's BMP and GIF decoders have no one-channel mode), then made grey
     image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
     image.set_shape([None, None, 3])
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
+    # antialiasing (an area filter first) matters where an image shrinks a lot; elsewhere it only costs time
+    shrinks = tf.reduce_any(tf.shape(image)[:2] > 2 * tf.constant(size))
+    image = tf.cond(shrinks, lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
+                    lambda: tf.image.resize(image, size, method="bilinear"))
     return tf.image.rgb_to_grayscale(image) if channels == 1 else image
 
 
