@@ -18,7 +18,8 @@ def decode_tensor(raw, size: tuple[int, int], channels: int):
     shrinks = tf.reduce_any(tf.shape(image)[:2] > 2 * tf.constant(size))
     image = tf.cond(shrinks, lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
                     lambda: tf.image.resize(image, size, method="bilinear"))
-    return tf.image.rgb_to_grayscale(image) if channels == 1 else image
+    image = tf.image.rgb_to_grayscale(image) if channels == 1 else image
+    return tf.clip_by_value(image, 0.0, 255.0)  # resizing's float arithmetic may step a hair outside
 
 
 def decode_bytes(raw: bytes, size: tuple[int, int], channels: int) -> np.ndarray:

@@ -130,7 +130,10 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
     if monitor not in hist:
         raise DlxError(f"trainer.early_stopping.monitor: '{monitor}' is not a logged metric; logged: {', '.join(hist)}")
     if checkpoints.best_epoch is None:
-        raise DlxError(f"no epoch improved {monitor} (it was never finite); no best checkpoint")
+        hint = (f"; the fitted statistics are not finite: {len(data.train)} training examples for "
+                f"{int(np.prod(data.spec.input_shape))} features (more examples, fewer features, or for gda a larger "
+                "model.reg_covar)") if mode == "statistics" else ""
+        raise DlxError(f"no epoch improved {monitor} (it was never finite); no best checkpoint{hint}")
     checkpoints.write()  # a resumed run that had nothing left to train still leaves best/last files
     checkpoints.restore("best")  # the best epoch, whether or not early stopping ended the run
     return FitResult(
