@@ -300,6 +300,11 @@ def test_streamed_batches_hold_what_the_files_hold(tmp_path):
     other = np.concatenate([y for _, y in batches.dataset])
     assert (first == again).all() and sorted(first) == sorted(data.train.y) and not (first == other).all()
 
+    cached = EpochBatches(files, data.train.y, 5, seed=3, shuffle=True, cache=str(tmp_path / "decoded"))
+    for _ in range(2):  # the first epoch writes the cache file, the second reads it
+        assert sorted(np.concatenate([y for _, y in cached.dataset])) == sorted(data.train.y)
+    assert list(tmp_path.glob("decoded*"))
+
     noisy = EpochBatches(files, data.train.y, 100, seed=3, shuffle=False, augment={"flip": True, "contrast": 0.5})
     changed = next(iter(noisy.dataset))[0].numpy()
     assert changed.shape == ordered.shape and not np.allclose(changed, ordered)
