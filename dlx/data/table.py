@@ -57,8 +57,9 @@ def _numbers(column, name: str, path, first: int = 2) -> np.ndarray:
     return values
 
 
-def _text(column) -> np.ndarray:
-    return np.where(column.isna().to_numpy(), MISSING, column.astype(str).to_numpy())
+def _text(column):
+    """A column as text, empty cells as MISSING (a pandas Series)."""
+    return column.astype(object).where(column.notna(), MISSING).astype(str)
 
 
 def _kinds(frame, cfg, path: Path) -> dict[str, str]:
@@ -80,7 +81,8 @@ def _kinds(frame, cfg, path: Path) -> dict[str, str]:
             kinds[name] = "numeric"
         else:
             present = column.dropna()
-            parsed = pd.to_numeric(present, errors="coerce")
+            sample = present.iloc[:: max(1, len(present) // 2000)]  # enough to tell words from numbers with typos
+            parsed = pd.to_numeric(sample, errors="coerce")
             kinds[name] = "numeric" if parsed.notna().mean() >= MOSTLY_NUMBERS else "categorical"
     return kinds
 
@@ -97,7 +99,7 @@ def fit_columns(frame, kinds: dict[str, str], path: Path) -> list[dict]:
             columns.append({"name": str(name), "kind": "numeric", "fill": median, "mean": float(filled.mean()),
                             "std": std if std > 0 else 1.0})
         else:
-            columns.append({"name": str(name), "kind": "categorical", "categories": sorted(set(_text(frame[name])))})
+            columns.append({"name": str(name), "kind": "categorical", "categories": sorted(_text(frame[name]).unique())})
     return columns
 
 
@@ -115,17 +117,22 @@ def transform(frame, columns: list[dict], where: str, first: int = 2) -> np.ndar
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}; the run was trained on "
                         f"{', '.join(c['name'] for c in columns)}")
-    parts = []
+    import pandas as pd
+
+    width = sum(1 if c["kind"] == "numeric" else len(c["categories"]) + 1 for c in columns)
+    out = np.zeros((len(frame), width), np.float32)  # filled column by column: no per-column copies
+    at = 0
     for c in columns:
         column = frame[c["name"]]
         if c["kind"] == "numeric":
             x = _numbers(column, c["name"], where, first)
-            parts.append(((np.where(np.isnan(x), c["fill"], x) - c["mean"]) / c["std"])[:, None])
+            out[:, at] = (np.where(np.isnan(x), c["fill"], x) - c["mean"]) / c["std"]
+            at += 1
         else:
-            index = {v: i for i, v in enumerate(c["categories"], start=1)}  # 0: <unknown>
-            ids = np.array([index.get(v, 0) for v in _text(column)], dtype=np.int64)
-            parts.append(np.eye(len(index) + 1, dtype=np.float32)[ids])
-    return np.concatenate(parts, axis=1).astype(np.float32)
+            ids = pd.Categorical(_text(column), categories=c["categories"]).codes.astype(np.int64) + 1  # 0: <unknown>
+            out[np.arange(len(frame)), at + ids] = 1.0
+            at += len(c["categories"]) + 1
+    return out
 
 
 def split_rows(y: np.ndarray, cfg, classify: bool) -> dict[str, np.ndarray]:
@@ -182,8 +189,10 @@ def load(cfg):
     if features.shape[1] == 0:
         raise DataError(f"{path}: no feature columns left besides the target")
     kinds = _kinds(features, cfg, path)
+    import pandas as pd
+
     for name, kind in kinds.items():  # a typo anywhere is reported before anything is fitted
-        if kind == "numeric" and features[name].dtype == object:
+        if kind == "numeric" and not pd.api.types.is_numeric_dtype(features[name]):
             _numbers(features[name], name, path)
     rows = split_rows(y_all, cfg, not regression)
     columns = fit_columns(features.iloc[rows["train"]], kinds, path)
