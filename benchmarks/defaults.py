@@ -29,6 +29,7 @@ TARGET_S = 60.0
 
 def run(family: str, work: Path) -> tuple[float, float]:
     out = work / family
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     subprocess.run([str(Path(sys.executable).with_name("dlx")), "train", f"model={family}", f"hydra.run.dir={out}"],
                    cwd=work, check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

@@ -20,8 +20,14 @@ def decode_tensor(raw, size: tuple[int, int], channels: int):
     shrinks = tf.reduce_any(tf.shape(image)[:2] > 2 * tf.constant(size))
     image = tf.cond(shrinks, lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
                     lambda: tf.image.resize(image, size, method="bilinear"))
-    image = tf.image.rgb_to_grayscale(image) if channels == 1 else image
-    return tf.clip_by_value(image, 0.0, 255.0)  # resizing's float arithmetic may step a hair outside
+    return tf.image.rgb_to_grayscale(image) if channels == 1 else image
+
+
+def clip(images):
+    """Resizing's float arithmetic may step a hair outside 0..255 (done per batch in training)."""
+    import tensorflow as tf
+
+    return tf.clip_by_value(images, 0.0, 255.0)
 
 
 def _jpeg(raw, size: tuple[int, int]):
@@ -41,7 +47,7 @@ def decode_bytes(raw: bytes, size: tuple[int, int], channels: int) -> np.ndarray
     from dlx.errors import DlxError
 
     try:
-        return decode_tensor(tf.constant(raw), size, channels).numpy()
+        return clip(decode_tensor(tf.constant(raw), size, channels)).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
         raise DlxError("not a readable PNG, JPEG, BMP or GIF") from None
 
