@@ -47,6 +47,8 @@ def _numbers(column, name: str, path, first: int = 2) -> np.ndarray:
     """A column as float64 (NaN where empty); a value that is not a number is an error naming it."""
     import pandas as pd
 
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)  # already numbers: nothing to parse
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.isnan(values) & column.notna().to_numpy()
     if bad.any():
