@@ -74,6 +74,9 @@ def scan(root: Path, cfg, classes: list[str] | None = None) -> tuple[list[str], 
             raise DataError(f"{root}: one class folder ({next(iter(per_class))}); a classifier needs two or more")
         classes = list(per_class)
     else:
+        extra = sorted(set(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) - set(classes))
+        if extra:
+            raise DataError(f"{root}: class folder {extra[0]} is not among the training folder's classes ({', '.join(classes)})")
         missing = [c for c in classes if c not in per_class]
         if missing:
             raise DataError(f"{root}: no folder for class {missing[0]} (the training folder's classes: {', '.join(classes)})")

@@ -61,6 +61,10 @@ def _numbers(column, name: str, path, first: int = 2) -> np.ndarray:
 
 def _text(column):
     """A column as text, empty cells as MISSING (a pandas Series)."""
+    import pandas as pd
+
+    if pd.api.types.is_string_dtype(column) and not pd.api.types.is_object_dtype(column):
+        return column.fillna(MISSING)  # already text (pandas' string dtype): no conversion
     return column.astype(object).where(column.notna(), MISSING).astype(str)
 
 
@@ -203,7 +207,10 @@ def load(cfg):
     spec = DataSpec("csv", (len(names),), max(len(classes), 1), classes, 1.0, scaling="none", kind="tabular",
                     task="regression" if regression else "classification", feature_names=names, columns=columns)
     y_all = y_all.reshape(-1, 1) if regression else y_all
-    parts = {k: Split(x_all[v], y_all[v]) for k, v in rows.items()}
+    order = np.concatenate([rows["train"], rows["val"], rows["test"]])  # one copy; the splits are views of it
+    x_all, y_all = x_all[order], y_all[order]
+    ends = np.cumsum([len(rows["train"]), len(rows["val"])])
+    parts = {k: Split(x_all[a:b], y_all[a:b]) for k, a, b in zip(("train", "val", "test"), (0, *ends), (*ends, len(order)))}
     if cfg.subset is not None:
         parts["train"] = Split(parts["train"].x[: cfg.subset], parts["train"].y[: cfg.subset])
     split_file = {k: (v + 2).tolist() for k, v in rows.items()}  # CSV line numbers (the header is line 1)
