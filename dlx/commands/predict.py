@@ -50,15 +50,15 @@ def prepare(files: list[Path], spec: DataSpec, dataset: dict) -> tuple[np.ndarra
     """Input files -> (a model-ready batch, a label per example); every file is read before any
     model is loaded. `dataset`: the run's dataset config (padding of word ids)."""
     if spec.kind == "image" and spec.layout == "photo":  # the training decode and resize (dlx.data.decode)
-        from dlx.data.decode import decode_file
         from dlx.data.folders import check_file
+        from dlx.data.types import ImageFiles
 
         for f in files:  # every file read before TensorFlow loads: a bad one is one clean line
             why = check_file(f)
             if isinstance(why, str):
                 raise DataError(f"{f}: {why}")
-        return scale(np.stack([decode_file(f, spec.input_shape[:2], spec.input_shape[2]) for f in files]), spec), \
-            [str(f) for f in files]
+        images = ImageFiles([str(f) for f in files], spec.input_shape[:2], spec.input_shape[2], spec)
+        return images[np.arange(len(images))], [str(f) for f in files]
     if spec.kind == "image":
         return image_batch([read_grey(f) for f in files], spec), [str(f) for f in files]
     if spec.kind in ("text", "words"):

@@ -53,10 +53,12 @@ def decode_bytes(raw: bytes, size: tuple[int, int], channels: int) -> np.ndarray
 
 
 def decode_file(path, size: tuple[int, int], channels: int) -> np.ndarray:
+    from pathlib import Path
+
     from dlx.errors import DlxError
 
     try:
-        raw = open(path, "rb").read()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise DlxError(f"{path}: {exc.strerror}") from None
     try:

@@ -29,7 +29,6 @@ from dlx.errors import DataError, DlxError
 log = logging.getLogger(__name__)
 
 DESCRIPTIONS = {"image_folder": "your images: dataset.path=DIR with one folder per class (PNG, JPEG, BMP, GIF)"}
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 FORMATS = {"PNG", "JPEG", "BMP", "GIF", "MPO"}  # what TensorFlow's decode_image reads (MPO: a camera's JPEG)
 MAX_AUTO_SIDE = 64
 SIZE_SAMPLE = 200  # images whose sizes give the median (image_size=null)
@@ -54,16 +53,14 @@ def check_file(path: Path) -> tuple[int, int] | str:
         return f"not a readable image ({type(exc).__name__})"
 
 
-def _class_files(root: Path, classes: list[str] | None) -> dict[str, list[Path]]:
+def _class_files(root: Path) -> dict[str, list[Path]]:
     found = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes is not None:
-        found = [d for d in found if d.name in classes]
     return {d.name: sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")) for d in found}
 
 
 def scan(root: Path, cfg, classes: list[str] | None = None) -> tuple[list[str], list[Path], np.ndarray, list]:
     """(classes, files, labels, sizes) of one folder of class folders, bad files left out or refused."""
-    per_class = _class_files(root, classes)
+    per_class = _class_files(root)
     if classes is None:
         if not per_class:
             raise DataError(f"{root}: no class folders; expected one subfolder of images per class")
@@ -74,7 +71,7 @@ def scan(root: Path, cfg, classes: list[str] | None = None) -> tuple[list[str], 
             raise DataError(f"{root}: one class folder ({next(iter(per_class))}); a classifier needs two or more")
         classes = list(per_class)
     else:
-        extra = sorted(set(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) - set(classes))
+        extra = sorted(set(per_class) - set(classes))
         if extra:
             raise DataError(f"{root}: class folder {extra[0]} is not among the training folder's classes ({', '.join(classes)})")
         missing = [c for c in classes if c not in per_class]
@@ -96,7 +93,7 @@ def scan(root: Path, cfg, classes: list[str] | None = None) -> tuple[list[str], 
     if not files:
         raise DataError(f"{root}: none of the files is a readable PNG, JPEG, BMP or GIF")
     counts = np.bincount(labels, minlength=len(classes))
-    if classes is not None and counts.min() == 0:
+    if counts.min() == 0:
         raise DataError(f"{root}: class folder {classes[int(counts.argmin())]} has no readable images")
     return classes, files, labels, sizes
 
