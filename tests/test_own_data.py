@@ -143,7 +143,7 @@ def test_csv_trains_evaluates_predicts_and_serves(dlx, workdir):
 
     (workdir / "typo.csv").write_text("colour,noise,age\nred,0.1,eighty\n")
     proc = dlx("predict", "run=run", "inputs=typo.csv")
-    assert proc.returncode == 2 and "typo.csv: row 2, column age: 'eighty' is not a number" in proc.stderr
+    assert proc.returncode == 2 and "typo.csv: row 2, column age: 'eighty' is not a finite number" in proc.stderr
     (workdir / "short.csv").write_text("colour,age\nred,80\n")
     proc = dlx("predict", "run=run", "inputs=short.csv")
     assert proc.returncode == 2 and "missing column(s) noise" in proc.stderr
@@ -155,14 +155,22 @@ def test_csv_trains_evaluates_predicts_and_serves(dlx, workdir):
     from dlx.serve.auth import KeyStore
 
     state = workdir / "state"
-    call = signed_call(*KeyStore(state).add("csv"))
+    key = KeyStore(state).add("csv")
+    call = signed_call(*key)
+    call.key = key
     with TestClient(create_app(str(run), SETTINGS | {"state_dir": str(state)})) as client:
         r = call(client, "/v1/predict", {"inputs": [{"age": 80, "colour": "red", "noise": 0.1},
                                                      {"colour": "blue", "age": 80, "noise": None}]})
         assert r.status_code == 200, r.text
         assert [p["class"] for p in r.json()["predictions"]] == ["no", "yes"]
         r = call(client, "/v1/predict", {"inputs": [{"age": "old", "colour": "red", "noise": 0}]})
-        assert r.status_code == 422 and "row 0, column age: 'old' is not a number" in r.json()["error"]
+        assert r.status_code == 422 and "row 0, column age: 'old' is not a finite number" in r.json()["error"]
+        body = b'{"inputs": [{"age": Infinity, "colour": "red", "noise": 0}]}'  # Python's json reads it
+        from dlx.serve.auth import signed_headers
+
+        r = client.post("/v1/predict", content=body, headers={"Content-Type": "application/json"} | signed_headers(
+            *call.key, "POST", "/v1/predict", "", body))
+        assert r.status_code == 422 and "column age: inf is not a finite number" in r.json()["error"], r.text
         r = call(client, "/v1/predict", {"inputs": [[1, 2, 3]]})
         assert r.status_code == 422 and "expected an object" in r.json()["error"]
         r = call(client, "/v1/predict", {"inputs": [{"age": {"$gt": 1}, "colour": "red", "noise": 0}]})
@@ -174,7 +182,8 @@ def test_csv_trains_evaluates_predicts_and_serves(dlx, workdir):
     ("a,b\n1,x\n2,y\n", [], "dataset.target: name the column to predict"),
     ("a,b,label\n1,,x\n2,,y\n3,,x\n", ["dataset.target=label"], "column b is empty in every row; leave it out with dataset.drop=[b]"),
     ("a,label\n" + "".join(f"{i},{'xy'[i % 2]}\n" for i in range(40)) + "oops,x\n", ["dataset.target=label"],
-     "row 42, column a: 'oops' is not a number (fix it, or list a in dataset.categorical)"),
+     "row 42, column a: 'oops' is not a finite number (fix it, or list a in dataset.categorical)"),
+    ("a,label\n1,x\n2,y\ninf,x\n", ["dataset.target=label"], "row 4, column a: "),
     ("a,label\n1,x\n2,\n", ["dataset.target=label"], "row 3 has no label (the target)"),
     ("", ["dataset.target=label"], "empty; expected a header row"),
 ])

@@ -48,13 +48,17 @@ def _numbers(column, name: str, path, first: int = 2) -> np.ndarray:
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)  # already numbers: nothing to parse
-    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.isnan(values) & column.notna().to_numpy()
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)  # already numbers: nothing to parse
+    else:
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    # a word where a number belongs, or an infinity (which no standardisation survives)
+    bad = (np.isnan(values) & column.notna().to_numpy()) | np.isinf(values)
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
         row = int(column.index[at])  # the row's place in the file, also within a subset of rows
-        raise DataError(f"{path}: row {row + first}, column {name}: {column.iloc[at]!r} is not a number "
+        value = column.iloc[at]
+        shown = repr(value) if isinstance(value, str) else str(value)  # 'eighty', inf
+        raise DataError(f"{path}: row {row + first}, column {name}: {shown} is not a finite number "
                         f"(fix it, or list {name} in dataset.categorical)")
     return values
 
@@ -195,10 +199,8 @@ def load(cfg):
     if features.shape[1] == 0:
         raise DataError(f"{path}: no feature columns left besides the target")
     kinds = _kinds(features, cfg, path)
-    import pandas as pd
-
     for name, kind in kinds.items():  # a typo anywhere is reported before anything is fitted
-        if kind == "numeric" and not pd.api.types.is_numeric_dtype(features[name]):
+        if kind == "numeric":
             _numbers(features[name], name, path)
     rows = split_rows(y_all, cfg, not regression)
     columns = fit_columns(features.iloc[rows["train"]], kinds, path)
