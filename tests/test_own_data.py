@@ -327,6 +327,8 @@ def test_streamed_batches_hold_what_the_files_hold(tmp_path):
      ["dataset.on_bad_file=error"], "x.jpg: not a readable image"),
     (lambda root: None, [], "dataset.path=photos: no such directory"),
     (lambda root: write_folder(root, per_class=8), ["dataset.augment.rotation=2"], "dataset.augment.rotation: 2.0 is outside"),
+    (lambda root: write_folder(root, per_class=8), ["dataset.cache=/nonexistent/dir/c"],
+     "dataset.cache=/nonexistent/dir/c: /nonexistent/dir is not a folder this user can write in"),
 ])
 def test_image_folder_mistakes_are_one_line_exit_2(dlx, workdir, make, args, message):
     make(workdir / "photos")

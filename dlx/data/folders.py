@@ -19,6 +19,7 @@ held out (drawn with `dataset.data_seed`); split.json in the run lists the files
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -156,8 +157,11 @@ def load(cfg):
                                 splits["train"].y[: cfg.subset])
     listing = {k: [str(Path(p).relative_to(root)) for p in s.x.paths] for k, s in splits.items()}
     data = Data(splits["train"], splits["val"], splits["test"], spec, str(root), extra={"split": listing})
-    if cfg.cache:
-        data.extra["cache"] = str(Path(cfg.cache).expanduser())
+    if cfg.cache:  # TensorFlow would find a missing or read-only folder only in the first epoch
+        cache = Path(cfg.cache).expanduser()
+        if not cache.parent.is_dir() or not os.access(cache.parent, os.W_OK):
+            raise DlxError(f"dataset.cache={cfg.cache}: {cache.parent} is not a folder this user can write in")
+        data.extra["cache"] = str(cache)
     return data
 
 
