@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--csv-rows", type=int, default=1_000_000)
+    parser.add_argument("--csv-rounds", type=int, default=5)  # a few seconds each, and the noisiest measure
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -157,7 +158,7 @@ def main() -> None:
         write_csv(tmp / "warm.csv", 2000)  # imports and tracing, paid by neither side's timed rounds
         csv_dlx(tmp / "warm.csv", tmp / "warm"), csv_pandas(tmp / "warm.csv")
         a, b = [], []
-        for r in range(args.rounds):
+        for r in range(args.csv_rounds):
             for who in ((0, 1) if r % 2 == 0 else (1, 0)):
                 if who == 0:
                     a.append(csv_dlx(tmp / "table.csv", tmp / f"csv{r}"))
@@ -169,7 +170,7 @@ def main() -> None:
         "# Your own data at size",
         "",
         f"`python benchmarks/data.py` on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}; "
-        f"medians of {args.rounds} alternating rounds where there are rounds.",
+        f"medians of {args.rounds} alternating rounds where there are rounds ({args.csv_rounds} for the CSV).",
         "",
         "| measure | dlx | baseline | ratio | target |",
         "|---|---|---|---|---|",

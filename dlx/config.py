@@ -221,6 +221,9 @@ class TrainerConfig:
     epochs: Optional[int] = ranged(None, "[1, 1e6]")
     min_steps: int = ranged(3000, "[0, 1e9]")
     batch_size: int = ranged(128, "[1, 1e8]")
+    # validation, test and prediction batches (no gradients: a larger batch only runs faster);
+    # null = trainer.batch_size, raised to what 4 MiB of inputs hold, at most 4096
+    eval_batch_size: Optional[int] = ranged(None, "[1, 1e8]")
     seed: int = ranged(42, "[0, 4294967295]")
     device: Device = Device.auto
     # batches run per tf.function call; > 1 cuts Python overhead per step (see benchmarks/);
@@ -310,7 +313,7 @@ class TrainConfig:
 class EvalConfig:
     run: str = MISSING  # a training run directory
     split: str = "test"  # test | val
-    batch_size: Optional[int] = ranged(None, "[1, 1e8]")  # null = the run's trainer.batch_size (identical numbers)
+    batch_size: Optional[int] = ranged(None, "[1, 1e8]")  # null = the run's trainer.eval_batch_size (identical numbers)
 
 
 @dataclass

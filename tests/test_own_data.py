@@ -196,6 +196,33 @@ def test_csv_mistakes_are_one_line_exit_2(dlx, workdir, content, args, message):
     assert proc.returncode == 2 and "dataset.path=nope.csv: no such file" in proc.stderr
 
 
+def test_a_large_csv_read_in_chunks_keeps_each_value_as_written(tmp_path):
+    """pandas parses a large file in chunks; a column that looks numeric in one chunk and has words
+    in another must keep every value's spelling (leading zeros), and a typo late in a numeric
+    column is still found with its line."""
+    from conftest import compose
+
+    from dlx.data import table
+    from dlx.errors import DataError
+
+    n = 300_000  # large enough for several chunks
+    i = np.arange(n)
+    code = np.char.add("0", (i % 3).astype(str)).astype(object)
+    code[-1] = "AB-12"
+    value = (i % 7).astype(str).astype(object)
+    lines = ["code,value,label"] + [f"{c},{v},{'xy'[k % 2]}" for k, (c, v) in enumerate(zip(code, value))]
+    (tmp_path / "big.csv").write_text("\n".join(lines) + "\n")
+    cfg = compose(["dataset=csv", f"dataset.path={tmp_path / 'big.csv'}", "dataset.target=label",
+                   "dataset.categorical=[code]"]).dataset
+    data = table.load(cfg)
+    codes = next(c for c in data.spec.columns if c["name"] == "code")
+    assert codes["kind"] == "categorical" and set(codes["categories"]) - {"AB-12"} == {"00", "01", "02"}, codes["categories"]
+    lines[-1] = "01,eighty,x"
+    (tmp_path / "big.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"row {n + 1}, column value: 'eighty' is not a finite number"):
+        table.load(cfg)
+
+
 @pytest.mark.parametrize("family", ["softmax", "logistic_regression", "gda", "naive_bayes", "svm"])
 def test_csv_works_with_the_families_that_read_rows(dlx, workdir, family):
     write_table(workdir / "table.csv", n=600)
@@ -312,7 +339,22 @@ def test_streamed_batches_hold_what_the_files_hold(tmp_path):
     cached = EpochBatches(files, data.train.y, 5, seed=3, shuffle=True, cache=str(tmp_path / "decoded"))
     for _ in range(2):  # the first epoch writes the cache file, the second reads it
         assert sorted(np.concatenate([y for _, y in cached.dataset])) == sorted(data.train.y)
-    assert list(tmp_path.glob("decoded*"))
+    assert (tmp_path / "decoded.index").is_file()
+
+    # a writer killed mid-epoch leaves TensorFlow's lock file: the next run removes it and writes
+    (tmp_path / "killed_0.lockfile").write_text("Created at: 1796423272")
+    again = EpochBatches(files, data.train.y, 5, seed=3, shuffle=True, cache=str(tmp_path / "killed"))
+    assert sorted(np.concatenate([y for _, y in again.dataset])) == sorted(data.train.y)
+    assert (tmp_path / "killed.index").is_file() and not (tmp_path / "killed_0.lockfile").exists()
+    # while another run writes a cache, this one decodes every epoch instead of failing on its lock
+    import fcntl
+
+    with open(tmp_path / "busy.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other = EpochBatches(files, data.train.y, 5, seed=3, shuffle=True, cache=str(tmp_path / "busy"))
+        for _ in range(2):
+            assert sorted(np.concatenate([y for _, y in other.dataset])) == sorted(data.train.y)
+        assert not list(tmp_path.glob("busy.index")) and not list(tmp_path.glob("busy_*"))
 
     noisy = EpochBatches(files, data.train.y, 100, seed=3, shuffle=False, augment={"flip": True, "contrast": 0.5})
     changed = next(iter(noisy.dataset))[0].numpy()
@@ -335,6 +377,19 @@ def test_image_folder_mistakes_are_one_line_exit_2(dlx, workdir, make, args, mes
     proc = dlx("train", "model=mlp", "dataset=image_folder", "dataset.path=photos", *args, "logger=none", "hydra.run.dir=run")
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (workdir / "run").exists()
+
+
+def test_a_cache_file_is_never_read_for_other_images(dlx, workdir):
+    """dataset.cache names its file after the training files, size and colour: a second run with
+    another image_size writes its own cache instead of reading 16x16 images as 24x24 ones, and a
+    run like the first reuses the first's file."""
+    write_folder(workdir / "photos", per_class=8)
+    common = ["model=mlp", "dataset=image_folder", "dataset.path=photos", "dataset.cache=decoded", "trainer.epochs=2",
+              "logger=none"]
+    for i, size in enumerate((16, 24, 16)):
+        dlx("train", *common, f"dataset.image_size=[{size},{size}]", f"hydra.run.dir=run{i}", check=True)
+        assert json.loads((workdir / f"run{i}" / "metrics.json").read_text())["test_accuracy"] >= 0
+    assert len({p.name.split(".")[0] for p in workdir.glob("decoded-*")}) == 2
 
 
 def test_image_folder_own_split_folders_and_in_memory_families(dlx, workdir):

@@ -29,7 +29,7 @@ def evaluate(run: str, split: str = "test", batch_size: int | None = None) -> di
     device.configure(cfg["trainer"]["device"])
     model = load_model(path, cfg, data.spec)
     part = data.test if split == "test" else data.val
-    result = model.evaluate(part.x, part.y, batch_size=batch_size or cfg["trainer"]["batch_size"], return_dict=True, verbose=0)
+    result = model.evaluate(part.x, part.y, batch_size=batch_size or cfg["trainer"].get("eval_batch_size") or cfg["trainer"]["batch_size"], return_dict=True, verbose=0)
     metrics = {f"{split}_{k}": float(v) for k, v in result.items()} | {f"{split}_examples": len(part)}
     metrics |= family.scores(model, data, cfg, split)
     (path / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")

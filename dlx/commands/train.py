@@ -180,6 +180,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         steps = optim.steps_per_epoch(len(data.train), c.trainer.batch_size)
         # trainer.epochs=null becomes a number here, so the run's MLflow params show what it trained for
         cfg["trainer"]["epochs"] = c.trainer.epochs = optim.epochs(c.trainer, steps, mode)
+        cfg["trainer"]["eval_batch_size"] = c.trainer.eval_batch_size = optim.eval_batch_size(c.trainer, data.spec.input_shape)
         es = cfg["trainer"]["early_stopping"]
         es["patience"] = c.trainer.early_stopping.patience = optim.patience(c.trainer.early_stopping, c.trainer.epochs)
         threads = c.trainer.threads or job_threads
@@ -234,7 +235,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
             result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning, mode=mode,
                               resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id})
         save_keras(model, run_dir / "model.keras")
-        test_batches = in_order(data.test.x, data.test.y, c.trainer.batch_size)  # also the figures' predictions
+        test_batches = in_order(data.test.x, data.test.y, c.trainer.eval_batch_size)  # also the figures' predictions
         test = model.evaluate(test_batches, return_dict=True, verbose=0)
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
         metrics |= family.scores(model, data, cfg)  # what model.evaluate cannot compute (BLEU of decoded captions)

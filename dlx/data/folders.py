@@ -9,8 +9,9 @@ of threads; unreadable or non-image files are listed and skipped (`dataset.on_ba
 stop the run (`error`). The images themselves are never held in memory: training streams them
 from disk through tf.data (`dlx.training.batches`), decoded and resized in parallel by
 TensorFlow, prefetched; `dataset.cache=FILE` keeps the decoded images in a file after the first
-epoch. `dataset.image_size` ([height, width]; null = the median size of the images, scaled down to
-at most 64 a side), `dataset.color` (rgb | grayscale) and the scaling are saved with the run, and
+epoch (named FILE-<hash of the files, size and colour>: changing them never reads stale images).
+`dataset.image_size` ([height, width]; null = the median size of the images, scaled down to at
+most 64 a side), `dataset.color` (rgb | grayscale) and the scaling are saved with the run, and
 `dlx predict` / `dlx serve` prepare new images with the same TensorFlow decode and resize.
 Without train/val/test folders, `dataset.val_split` and `dataset.test_split` of each class are
 held out (drawn with `dataset.data_seed`); split.json in the run lists the files of each split.
@@ -18,6 +19,8 @@ held out (drawn with `dataset.data_seed`); split.json in the run lists the files
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -161,7 +164,12 @@ def load(cfg):
         cache = Path(cfg.cache).expanduser()
         if not cache.parent.is_dir() or not os.access(cache.parent, os.W_OK):
             raise DlxError(f"dataset.cache={cfg.cache}: {cache.parent} is not a folder this user can write in")
-        data.extra["cache"] = str(cache)
+        # the file is named after what it holds (the training files, their order, size, colour):
+        # a run with another image_size, colour, split or subset makes its own file instead of
+        # reading images of another shape from this one
+        held = json.dumps([listing["train"], splits["train"].y.tolist(), h, w, channels, str(root.resolve())])
+        data.extra["cache"] = f"{cache}-{hashlib.sha256(held.encode()).hexdigest()[:12]}"
+        log.info("decoded training images cached in %s*", data.extra["cache"])
     return data
 
 

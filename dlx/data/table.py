@@ -17,6 +17,7 @@ a number. Rows are split stratified (classification) into train / val / test by
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,17 @@ def read(path: Path, what: str):
     import pandas as pd
 
     try:
-        return pd.read_csv(path, low_memory=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed columns are read again below
+            frame = pd.read_csv(path)  # in chunks: several times faster than low_memory=False
+        # a column whose chunks parsed differently (numbers here, words there) is read again as
+        # text, so every value of it keeps the file's spelling whichever chunk it fell in
+        mixed = [i for i, dtype in enumerate(frame.dtypes) if dtype == object]
+        if mixed:
+            again = pd.read_csv(path, usecols=mixed, dtype=str)
+            for i, name in zip(mixed, again.columns):
+                frame.isetitem(i, again[name])
+        return frame
     except FileNotFoundError:
         raise DataError(f"{what}={path}: no such file") from None
     except IsADirectoryError:
@@ -120,9 +131,10 @@ def feature_names(columns: list[dict]) -> list[str]:
     return names
 
 
-def transform(frame, columns: list[dict], where: str, first: int = 2) -> np.ndarray:
+def transform(frame, columns: list[dict], where: str, first: int = 2, rows: np.ndarray | None = None) -> np.ndarray:
     """Rows (a DataFrame with at least the columns, in any order) -> the model's float32 features.
-    `first`: how errors number the first row (2: a CSV's line under its header; 0: a list index)."""
+    `first`: how errors number the first row (2: a CSV's line under its header; 0: a list index).
+    `rows`: which rows, in which order (every value is checked either way); default all."""
     missing = [c["name"] for c in columns if c["name"] not in frame.columns]
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}; the run was trained on "
@@ -130,17 +142,19 @@ def transform(frame, columns: list[dict], where: str, first: int = 2) -> np.ndar
     import pandas as pd
 
     width = sum(1 if c["kind"] == "numeric" else len(c["categories"]) + 1 for c in columns)
-    out = np.zeros((len(frame), width), np.float32)  # filled column by column: no per-column copies
+    pick = (lambda a: a) if rows is None else (lambda a: a[rows])
+    n = len(frame) if rows is None else len(rows)
+    out = np.zeros((n, width), np.float32)  # filled column by column: no per-column copies
     at = 0
     for c in columns:
         column = frame[c["name"]]
         if c["kind"] == "numeric":
-            x = _numbers(column, c["name"], where, first)
+            x = pick(_numbers(column, c["name"], where, first))
             out[:, at] = (np.where(np.isnan(x), c["fill"], x) - c["mean"]) / c["std"]
             at += 1
         else:
-            ids = pd.Categorical(_text(column), categories=c["categories"]).codes.astype(np.int64) + 1  # 0: <unknown>
-            out[np.arange(len(frame)), at + ids] = 1.0
+            ids = pick(pd.Categorical(_text(column), categories=c["categories"]).codes.astype(np.int64)) + 1  # 0: <unknown>
+            out[np.arange(n), at + ids] = 1.0
             at += len(c["categories"]) + 1
     return out
 
@@ -168,6 +182,8 @@ def split_rows(y: np.ndarray, cfg, classify: bool) -> dict[str, np.ndarray]:
 
 
 def load(cfg):
+    import pandas as pd
+
     from dlx.data.types import Data, DataSpec, Split
 
     if not cfg.path:
@@ -187,11 +203,11 @@ def load(cfg):
         y_all = _numbers(target, cfg.target, path).astype(np.float32)
         classes: list[str] = []
     else:
-        labels = target.astype(str).to_numpy()
-        classes = sorted(set(labels))
+        codes, uniques = pd.factorize(_text(target), sort=True)  # classes sorted as text
+        classes = [str(v) for v in uniques]
         if len(classes) < 2:
             raise DataError(f"{path}: the target {cfg.target} has one value ({classes[0]!r}); a classifier needs two or more")
-        y_all = np.searchsorted(np.array(classes), labels).astype(np.int32)
+        y_all = codes.astype(np.int32)
     for name in cfg.drop:
         if name not in frame.columns:
             raise DlxError(f"dataset.drop: no column {name!r} in {path}; columns: {', '.join(map(str, frame.columns))}")
@@ -204,13 +220,12 @@ def load(cfg):
             _numbers(features[name], name, path)
     rows = split_rows(y_all, cfg, not regression)
     columns = fit_columns(features.iloc[rows["train"]], kinds, path)
-    x_all = transform(features, columns, str(path))
+    order = np.concatenate([rows["train"], rows["val"], rows["test"]])  # one array; the splits are views of it
+    x_all, y_all = transform(features, columns, str(path), rows=order), y_all[order]
     names = feature_names(columns)
     spec = DataSpec("csv", (len(names),), max(len(classes), 1), classes, 1.0, scaling="none", kind="tabular",
                     task="regression" if regression else "classification", feature_names=names, columns=columns)
     y_all = y_all.reshape(-1, 1) if regression else y_all
-    order = np.concatenate([rows["train"], rows["val"], rows["test"]])  # one copy; the splits are views of it
-    x_all, y_all = x_all[order], y_all[order]
     ends = np.cumsum([len(rows["train"]), len(rows["val"])])
     parts = {k: Split(x_all[a:b], y_all[a:b]) for k, a, b in zip(("train", "val", "test"), (0, *ends), (*ends, len(order)))}
     if cfg.subset is not None:

@@ -3,8 +3,12 @@ resumed run see exactly the batches of one that never stopped."""
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 
 class EpochBatches(keras.callbacks.Callback):
@@ -26,6 +30,7 @@ class EpochBatches(keras.callbacks.Callback):
         n = len(keras.tree.flatten(y)[0])
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         if isinstance(x, ImageFiles):
+            cache, self._cache_lock = claim_cache(cache) if cache else (None, None)
             self.dataset = _stream(x, y, batch_size, seed, shuffle, self.epoch, augment, cache)
             return
         arrays = tf.data.Dataset.from_tensors((x, y)).repeat()  # one copy of the data, not a graph constant
@@ -57,6 +62,30 @@ class EpochBatches(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)
+
+
+def claim_cache(prefix: str):
+    """(prefix, lock) when this process may use the tf.data cache file `prefix`, else (None, None).
+    A finished cache is read by any number of runs. An unfinished one is written by one run at a
+    time: the one holding an flock on PREFIX.lock (released by the kernel when that process ends,
+    however it ends); a writer's leftovers from a killed run are removed first. The other runs
+    (a parallel sweep) decode every epoch rather than fail on TensorFlow's lock file."""
+    import fcntl
+    import glob
+    import os
+
+    if os.path.exists(f"{prefix}.index"):
+        return prefix, None
+    lock = open(f"{prefix}.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        log.info("dataset.cache: another run is writing %s; this run decodes the images every epoch", prefix)
+        return None, None
+    for stale in glob.glob(glob.escape(prefix) + "_*.lockfile") + glob.glob(glob.escape(prefix) + "_*.tempstate*"):
+        os.remove(stale)  # TensorFlow's lock and partial data of a writer that was killed
+    return prefix, lock
 
 
 def in_order(x, y, batch_size: int) -> tf.data.Dataset:

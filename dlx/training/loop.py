@@ -115,7 +115,7 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
             try:
                 model.fit(
                     batches.dataset, initial_epoch=resumed_from, epochs=epochs, shuffle=False,
-                    validation_data=in_order(data.val.x, data.val.y, batch_size),
+                    validation_data=in_order(data.val.x, data.val.y, trainer.get("eval_batch_size") or batch_size),
                     callbacks=[batches] + cbs + [saver], verbose=verbose,
                 )
             except BaseException:  # preempted, interrupted, failed: the last epoch's state still reaches the disk

@@ -77,6 +77,16 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 DEFAULT_EPOCHS = 20
+EVAL_INPUT_BYTES, EVAL_BATCH_CAP = 4 << 20, 4096
+
+
+def eval_batch_size(trainer, input_shape) -> int:
+    """trainer.eval_batch_size, or when null: trainer.batch_size raised towards 4 MiB of float32
+    inputs (at most 4096); fewer, larger steps when nothing has to be differentiated."""
+    if trainer.eval_batch_size is not None:
+        return int(trainer.eval_batch_size)
+    per_example = 4 * max(1, math.prod(int(d) for d in input_shape if d))
+    return max(int(trainer.batch_size), min(EVAL_BATCH_CAP, EVAL_INPUT_BYTES // per_example))
 
 
 def epochs(trainer, steps: int, mode: str) -> int:
