@@ -1,6 +1,7 @@
 # make run   : fresh clone -> .venv -> dlx train on the bundled digits dataset
 # make test  : same install, then the test suite without the slow end-to-end tests (SLOW=1: all; CI runs all)
-# make bench : overhead, classic, generative, sequence, sweep, serving, defaults and data benchmarks -> benchmarks/results/{overhead,classic,generative,sequence,sweeps,serve,defaults,data}.md
+# make bench : overhead, classic, generative, sequence, sweep, serving, defaults, data and distributed benchmarks -> benchmarks/results/{overhead,classic,generative,sequence,sweeps,serve,defaults,data,distributed}.md
+# benchmarks/gpu.sh : the GPU checks, on a machine with NVIDIA GPUs -> benchmarks/results/gpu.md
 # make bench-peers : dlx vs plain Keras vs PyTorch Lightning -> benchmarks/results/peers.md (installs torch)
 # make reproduce : the book presets and tuned variants -> experiments/RESULTS.md (+ results.png)
 
@@ -34,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/defaults.py
 	$(BIN)/python benchmarks/data.py
+	$(BIN)/python benchmarks/distributed.py
 
 bench-peers: $(STAMP)
 	$(BIN)/pip install --quiet "torch==2.13.0" && $(BIN)/pip install --quiet -e ".[test,peers]"

@@ -52,6 +52,7 @@ class Device(Enum):
 class Strategy(Enum):
     default = "default"  # one device
     mirrored = "mirrored"  # tf.distribute.MirroredStrategy: one replica per visible GPU, in one job
+    multi_worker = "multi_worker"  # tf.distribute.MultiWorkerMirroredStrategy: several processes (Slurm tasks or TF_CONFIG)
 
 
 class Precision(Enum):
@@ -240,6 +241,9 @@ class TrainerConfig:
     # bit-identical results for the same seed on CPU (tf.config.experimental.enable_op_determinism; slower)
     deterministic: bool = False
     strategy: Strategy = Strategy.default
+    # trainer.strategy=multi_worker: how long a process waits for the others at a collective step
+    # (a process that died fails the rest with this reason instead of leaving them hanging)
+    collective_timeout_s: float = ranged(300.0, "[1, 86400]")
     precision: Precision = Precision.float32
     progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal
     # TensorFlow's CPU threads (within and across ops); null = TensorFlow's choice (every core), or

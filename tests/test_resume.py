@@ -117,7 +117,8 @@ def test_sigusr1_stops_training_keeps_the_epoch_state_and_requeues_on_slurm(dlx,
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGUSR1, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("dlx train: stopped by signal 10; state saved at the end of epoch") and "resume=" in last
+    assert last.startswith("dlx train: stopped by signal 10; state saved at the end of epoch") and last.endswith(
+        "Slurm requeued the job, which continues from there")
     assert calls.read_text().split() == ["requeue", "4242"]
     assert not (workdir / "pre/metrics.json").exists() and saved_epoch(workdir / "pre") >= 1
 

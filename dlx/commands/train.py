@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,7 +160,11 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         cfg["model"]["name"] = contract.family_name(cfg["model"])  # a family of your own: its module's name
     c = ns(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = state_file.read(state_file.resume_dir(run_dir)) if resume else None
+    from dlx.training import multi_worker
+
+    # a multi_worker process other than the chief continues from the chief's saved epoch
+    state_dir = state_file.resume_dir(multi_worker.CHIEF_RUN_DIR or run_dir)
+    state = state_file.read(state_dir) if resume else None
     if resume and state is None:
         log.info("resume: no completed epoch saved in %s; training it from the start", run_dir)
     with discard_run_dir_on_error(run_dir, keep=resume):
@@ -184,7 +189,12 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         es = cfg["trainer"]["early_stopping"]
         es["patience"] = c.trainer.early_stopping.patience = optim.patience(c.trainer.early_stopping, c.trainer.epochs)
         threads = c.trainer.threads or job_threads
-        placement = device.configure(c.trainer.device, c.trainer.devices, c.trainer.strategy, c.trainer.precision, threads)
+        placement = device.configure(c.trainer.device, c.trainer.devices, c.trainer.strategy, c.trainer.precision, threads,
+                                     c.trainer.collective_timeout_s)
+        if str(c.trainer.strategy) == "multi_worker" and steps_per_execution != 1:
+            # several steps per call hang in Keras' multi-step loop under MultiWorkerMirroredStrategy
+            log.info("trainer.strategy=multi_worker: one step per call (steps_per_execution=1)")
+            steps_per_execution = 1
         device.seed_everything(c.trainer.seed, c.trainer.deterministic)
         with placement.scope():
             model = family.build_model(c.model, data.spec, reg=c.regularization, optimizer=c.optimizer, trainer=c.trainer)
@@ -201,10 +211,11 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
     from dlx.training import loop
     from dlx.training.batches import in_order
     from dlx.training.callbacks import save_keras
-    from dlx.training.preemption import preemptible, requeue_on_slurm
+    from dlx.training.preemption import after_preemption, launcher_max_requeues, preemptible
 
     try:  # from here on the MLflow run exists: whatever fails ends it FAILED
-        trial = sweeps.job_trial(cfg.get("sweep"), tracking.sweep_dir_of_job() or run_dir.parent)
+        # an Optuna trial is the chief's to report (multi_worker: the other processes train along)
+        trial = None if multi_worker.CHIEF_RUN_DIR else sweeps.job_trial(cfg.get("sweep"), tracking.sweep_dir_of_job() or run_dir.parent)
         gradients = mode == "steps" or (mode == "full_batch" and str(c.optimizer.name) != "newton")
         size = f"{model.count_params():,} parameters" if model.built else "size set by its solver"
         log.info("model %s: %s, fit mode %s, device %s", name, size, mode, placement.description)
@@ -231,9 +242,10 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
             pretrain_seconds = loop.pretrain(model, data, cfg["trainer"], run_dir, tracker.log_metrics, steps_per_execution)
         extra = family.callbacks(model, data, cfg, run_dir)
         pruning = [sweeps.pruning_callback(trial, c.trainer.early_stopping.monitor)] if trial is not None else []
-        with preemptible():
+        with preemptible(), multi_worker.peers_fail_cleanly(placement.strategy, state_dir):
             result = loop.fit(model, data, cfg["trainer"], run_dir, tracker.callbacks() + extra + pruning, mode=mode,
-                              resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id})
+                              resume=state is not None, extra_state={"mlflow_run_id": tracker.run_id},
+                              resume_from=state_dir)
         save_keras(model, run_dir / "model.keras")
         test_batches = in_order(data.test.x, data.test.y, c.trainer.eval_batch_size)  # also the figures' predictions
         test = model.evaluate(test_batches, return_dict=True, verbose=0)
@@ -247,6 +259,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
             "validation_seconds": round(result.validation_seconds, 3),
             "checkpoint_seconds": round(result.checkpoint_seconds, 3),
             "params": int(model.count_params()),
+            "replicas": int(getattr(placement.strategy, "num_replicas_in_sync", 1)),
         }
         if pretrain_seconds is not None:
             metrics["pretrain_seconds"] = round(pretrain_seconds, 3)
@@ -270,10 +283,14 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
         shutil.rmtree(state_file.resume_dir(run_dir), ignore_errors=True)  # finished: best/last .keras remain
     except Preempted as exc:
         tracker.suspend()
-        requeue_on_slurm()
+        again = after_preemption(exc.signum, launcher_max_requeues())
         saved = state_file.read(state_file.resume_dir(run_dir))
-        done = f"state saved at the end of epoch {saved['epoch']}" if saved else "no epoch had finished"
-        raise Preempted(exc.signum, f"stopped by signal {exc.signum}; {done}; continue with: dlx train resume={run_dir}") from None
+        done = f"stopped by signal {exc.signum}; " + (f"state saved at the end of epoch {saved['epoch']}" if saved else "no epoch had finished")
+        if again and os.environ.get("SUBMITIT_EXECUTOR"):
+            # no result for submitit to hand the launcher: it waits for the requeued run's result
+            raise SystemExit(f"dlx train: {done}; Slurm requeued the job, which continues from there")
+        how = "Slurm requeued the job, which continues from there" if again else f"continue with: dlx train resume={run_dir}"
+        raise Preempted(exc.signum, f"{done}; {how}") from None
     except BaseException:
         tracker.fail()
         raise
@@ -288,7 +305,6 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the best monitored validation value (what sweepers optimise),
     as a `PrunedValue` when Optuna's pruner stopped the job."""
-    import os
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -302,8 +318,12 @@ def main(cfg: DictConfig) -> float:
     monitor = config["trainer"]["early_stopping"]["monitor"]
     resume_key = config.get("resume")
     multirun = hc.mode == RunMode.MULTIRUN
+    # a Slurm job started again after a requeue continues the run its earlier start began
+    from dlx.training import preemption, state as state_file
+
+    requeued = preemption.restarts() > 0 and (state_file.resume_dir(run_dir) / "state.json").is_file()
     # a resumed run's directory (or a resumed sweep's job directory) is not ours to remove
-    keep = (resume_key is not None and not multirun) or str(resume_key).lower() == "true"
+    keep = (resume_key is not None and not multirun) or str(resume_key).lower() == "true" or requeued
     job_threads = None
     with discard_run_dir_on_error(run_dir, keep=keep):
         from dlx.schemas import check_command
@@ -328,12 +348,31 @@ def main(cfg: DictConfig) -> float:
                 log.info("resume: job %s finished before (%s); skipped", hc.job.num, done)
                 value = metrics[f"best_{monitor}"]
                 return PrunedValue(value) if metrics.get("pruned_at_epoch") else value
-            # a job that Slurm requeued after a preemption continues where it stopped
-            resume = resume or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+            resume = resume or requeued
         else:
-            resume = resume_key is not None  # the CLI has checked DIR and pointed hydra.run.dir at it
+            resume = resume_key is not None or requeued  # resume=DIR: the CLI has pointed hydra.run.dir at it
+            if requeued and resume_key is None:
+                log.info("Slurm started job %s again (restart %d): continuing %s", os.environ.get("SLURM_JOB_ID"),
+                         preemption.restarts(), run_dir)
             if resume and (run_dir / "metrics.json").is_file():
                 raise DlxError(f"resume={resume_key}: that run finished (metrics.json exists); nothing to resume")
-    metrics, _ = train(config, run_dir, resume=resume, job_threads=job_threads)
+        from dlx.training import multi_worker
+
+        place = multi_worker.role(str(config["trainer"]["strategy"]))
+    helper = place is not None and place[0] != 0
+    if helper:  # another process writes the run: this one trains in a private folder, without loggers
+        import tempfile
+
+        multi_worker.CHIEF_RUN_DIR, run_dir = run_dir, Path(tempfile.mkdtemp(prefix=f"dlx-worker{place[0]}-"))
+        config["logger"]["tensorboard"] = False
+        config["logger"]["mlflow"]["enabled"] = False
+        for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
+            logging.getLogger().removeHandler(handler)  # the chief's train.log is the run's log
+        log.info("multi_worker process %d of %d; the chief writes %s", place[0], place[1], multi_worker.CHIEF_RUN_DIR)
+    try:
+        metrics, _ = train(config, run_dir, resume=resume, job_threads=job_threads)
+    finally:
+        if helper:
+            shutil.rmtree(run_dir, ignore_errors=True)
     value = metrics[f"best_{monitor}"]
     return PrunedValue(value) if metrics.get("pruned_at_epoch") else value

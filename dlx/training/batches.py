@@ -56,6 +56,8 @@ class EpochBatches(keras.callbacks.Callback):
         # and no autotuner: where every core is busy (a parallel sweep) its re-planning thread
         # stalls the training steps (benchmarks/results/sweeps.md); AUTOTUNE sizes take fixed defaults
         options.autotune.enabled = False
+        # several processes (trainer.strategy=multi_worker): each keeps every N-th batch; there are no files to split
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         if augment:
             dataset = dataset.map(_augmenter(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
         self.dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -114,7 +114,7 @@ class Placement:
 
 
 def configure(device: str, devices: list[int] | None = None, strategy: str = "default",
-              precision: str = "float32", threads: int | None = None) -> Placement:
+              precision: str = "float32", threads: int | None = None, collective_timeout_s: float = 300.0) -> Placement:
     """Make `device` (auto | cpu | gpu) the one TensorFlow uses, with the GPUs `devices` picks,
     the distribution `strategy`, the compute `precision` and `threads` CPU threads (None:
     TensorFlow's default). What a CPU cannot do falls back to the plain float32 CPU run with one
@@ -124,6 +124,14 @@ def configure(device: str, devices: list[int] | None = None, strategy: str = "de
 
     if threads:
         set_threads(threads)
+    if strategy == "multi_worker":  # before anything else starts TensorFlow's runtime in this process
+        from dlx.training import multi_worker
+
+        if device == "cpu":
+            tf.config.set_visible_devices([], "GPU")
+        found = multi_worker.strategy(collective_timeout_s)
+        where = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+        return Placement(f"{where}, {found.num_replicas_in_sync} replicas (multi_worker)", found)
     gpus = tf.config.list_physical_devices("GPU")
     keras.mixed_precision.set_global_policy("float32")  # a previous in-process job may have changed it
     if device == "cpu" or not gpus:

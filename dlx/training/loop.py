@@ -51,7 +51,7 @@ class FitResult:
 
 
 def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None = None, *, mode: str = "steps",
-        resume: bool = False, extra_state: dict | None = None) -> FitResult:
+        resume: bool = False, extra_state: dict | None = None, resume_from: Path | None = None) -> FitResult:
     """Train `model` on `data.train`, validate on `data.val`; leave the best weights in `model`.
 
     `mode` is the family's fit mode (dlx/family.py FIT_MODES): mini-batch `steps`, `full_batch`
@@ -104,9 +104,10 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         epochs = trainer["epochs"]
         saver = ResumeState(state_file.resume_dir(run_dir), cbs, checkpoints, epoch_log, extra_state or {})
         saver.set_model(model)
-        state = state_file.read(saver.dir) if resume else None
+        source = resume_from or saver.dir  # another process's saved state (multi_worker) or this run's own
+        state = state_file.read(source) if resume else None
         if state is not None:
-            saver.restore(state)
+            saver.restore(state, source)
             resumed_from = state["epoch"]
             log.info("resuming from the end of epoch %d (%s)", resumed_from, saver.dir)
         if state is None or (resumed_from < epochs and not state["stopped"]):

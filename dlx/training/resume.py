@@ -58,18 +58,20 @@ class ResumeState(keras.callbacks.Callback):
                 yield type(cb).__name__, cb, attrs
 
     # ---------------------------------------------------------------- restore
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict, source: Path | None = None) -> None:
         """Put the saved variables back into the (built, compiled) model; the callbacks' state
-        follows in on_train_begin, after they have reset themselves."""
+        follows in on_train_begin, after they have reset themselves. `source`: the folder the
+        state was read from, when not this run's own (another multi_worker process's)."""
+        source = source or self.dir
         model = self.model
         self.checkpoints.set_model(model)
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        saved = state_file.load_groups(self.dir / state["variables"])
+        saved = state_file.load_groups(source / state["variables"])
         assign(model.variables, saved["v"], "model")
         assign(self.checkpoints._optimizer_variables(), saved["o"], "optimizer")
         if state.get("best"):
-            best = state_file.load_groups(self.dir / state["best"])
+            best = state_file.load_groups(source / state["best"])
             self.checkpoints.snapshots["best"] = (best["w"], best["o"])
         self.files = {"variables": state["variables"], "best": state.get("best")}
         self.checkpoints.snapshots["last"] = self.checkpoints._snapshot()
