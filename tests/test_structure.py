@@ -16,7 +16,7 @@ LAYERS = [
     ("dlx", "dlx.errors", "dlx.ranges", "dlx.config", "dlx.startup", "dlx.storage"),
     ("dlx.family", "dlx.families", "dlx.data", "dlx.models", "dlx.plots"),
     ("dlx.training", "dlx.tracking", "dlx.rundir", "dlx.mlflow_model", "dlx.serve", "dlx.sweeps"),
-    ("dlx.commands", "dlx.cli", "dlx.schemas"),
+    ("dlx.commands", "dlx.cli", "dlx.schemas", "dlx.__main__"),
 ]
 
 
