@@ -241,8 +241,8 @@ class TrainerConfig:
     # bit-identical results for the same seed on CPU (tf.config.experimental.enable_op_determinism; slower)
     deterministic: bool = False
     strategy: Strategy = Strategy.default
-    # trainer.strategy=multi_worker: how long a process waits for the others at a collective step
-    # (a process that died fails the rest with this reason instead of leaving them hanging)
+    # trainer.strategy=multi_worker: how long a process waits for the others to join the cluster
+    # (one that dies later is noticed by heartbeats within seconds); never an endless wait
     collective_timeout_s: float = ranged(300.0, "[1, 86400]")
     precision: Precision = Precision.float32
     progress: bool = True  # Keras' per-batch progress bar when stdout is a terminal

@@ -107,6 +107,8 @@ def test_a_process_that_dies_stops_the_other_with_one_line(workdir):
     log = workdir / "chief" / "train.log"
     wait_for(lambda: (log.is_file() and "epoch 3/" in log.read_text()) or chief.poll() is not None, timeout=180,
              what="epoch 3")
+    threads = int(next(line.split()[1] for line in open(f"/proc/{chief.pid}/status") if line.startswith("Threads:")))
+    assert threads < 400, threads  # no thread per collective op (about 700 by now when each had a timer)
     os.killpg(other.pid, signal.SIGKILL)
     t0 = time.monotonic()
     _, err = chief.communicate(timeout=120)

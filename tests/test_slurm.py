@@ -131,21 +131,33 @@ def test_a_batch_script_past_its_time_limit_requeues_itself_and_resumes(workdir,
     assert "requeued Slurm job" in out.read_text()
 
 
-def test_one_job_as_two_slurm_tasks_trains_one_model(dlx, workdir, slurm_partition):
+def test_one_job_as_two_slurm_tasks_trains_one_model_and_survives_a_requeue(workdir, dlx, slurm_partition):
     """hydra.launcher.tasks_per_node=2 with trainer.strategy=multi_worker: the two tasks find each
-    other through SlurmClusterResolver and train one model; only task 0 writes the run."""
-    mlp = ["model=mlp", "trainer.epochs=5", "trainer.early_stopping.enabled=false", "trainer.device=cpu"]
-    dlx("train", "-m", *SLURM, f"hydra.launcher.partition={slurm_partition}", "hydra.launcher.tasks_per_node=2",
-        "trainer.strategy=multi_worker", *mlp, "hydra.sweep.dir=sweep", check=True, timeout=600)
-    job = job_dirs(workdir / "sweep")[0]
-    together = metrics(job)
-    assert together["replicas"] == 2
-    log = next((workdir / "sweep" / ".submitit").glob("*/*_1_log.out")).read_text()
-    assert "multi_worker process 1 of 2; the chief writes" in log
+    other through SlurmClusterResolver and train one model; only task 0 writes the run. Requeued
+    at epoch 3, both tasks continue from the chief's saved epoch (long enough to have run out of
+    threads when every collective op had its own timer thread)."""
+    mlp = ["model=mlp", "trainer.epochs=30", "trainer.batch_size=16", "trainer.early_stopping.enabled=false",
+           "trainer.device=cpu"]
+    sweep = start(workdir, "train", "-m", *SLURM, f"hydra.launcher.partition={slurm_partition}",
+                  "hydra.launcher.tasks_per_node=2", "trainer.strategy=multi_worker", *mlp, "hydra.sweep.dir=sweep")
+    wait_for(lambda: any((workdir / "sweep" / ".submitit").glob("*/*_0_log.out")) or sweep.poll() is not None,
+             timeout=120, what="the Slurm job's log")
+    log = next((workdir / "sweep" / ".submitit").glob("*/*_0_log.out"))
+    job = log.parent.name
+    wait_for(lambda: epochs_logged(log) >= 3 or sweep.poll() is not None, timeout=180, what="epoch 3")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    release(job)
+    _, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err[-3000:]
+    together = metrics(job_dirs(workdir / "sweep")[0])
+    assert together["replicas"] == 2 and together["resumed_from_epoch"] >= 3 and together["epochs_run"] == 30
+    other = (log.parent / log.name.replace("_0_", "_1_")).read_text()
+    assert "multi_worker process 1 of 2; the chief writes" in other and other.count("resuming from the end of epoch") == 1
     dlx("train", *mlp, "logger=none", "hydra.run.dir=alone", check=True)
     alone = metrics(workdir / "alone")
     assert abs(together["test_accuracy"] - alone["test_accuracy"]) <= 0.01
-    assert together["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-3)
+    # 2,300 steps whose float sums run in another order (measured: 0.1005 vs 0.1004)
+    assert together["test_loss"] == pytest.approx(alone["test_loss"], rel=5e-3)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -107,9 +107,10 @@ def fit(model: keras.Model, data, trainer, run_dir: Path, callbacks: list | None
         source = resume_from or saver.dir  # another process's saved state (multi_worker) or this run's own
         state = state_file.read(source) if resume else None
         if state is not None:
-            saver.restore(state, source)
+            with model.distribute_strategy.scope():  # restored variables belong to the model's strategy
+                saver.restore(state, source)
             resumed_from = state["epoch"]
-            log.info("resuming from the end of epoch %d (%s)", resumed_from, saver.dir)
+            log.info("resuming from the end of epoch %d (%s)", resumed_from, source)
         if state is None or (resumed_from < epochs and not state["stopped"]):
             batches = EpochBatches(data.train.x, data.train.y, batch_size, trainer["seed"], shuffle,
                                    augment=data.extra.get("augment"), cache=data.extra.get("cache"))

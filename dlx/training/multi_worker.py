@@ -11,8 +11,9 @@ or `nodes`; the cluster comes from `SlurmClusterResolver`), or processes you sta
 - only the chief (Slurm task 0; TF_CONFIG's chief, or worker 0 when there is none) writes the
   run directory, checkpoints, TensorBoard and MLflow; the others write into a private temporary
   folder removed at the end, and after a Slurm requeue they continue from the chief's saved epoch;
-- every collective wait has a timeout (`trainer.collective_timeout_s`): a process that died makes
-  the others fail with that reason instead of hanging.
+- no wait is endless: the processes must all join within `trainer.collective_timeout_s`, and a
+  process that dies later is noticed by TensorFlow's coordination service (heartbeats, seconds);
+  either way the others stop with one line saying which process, instead of hanging.
 """
 
 from __future__ import annotations
@@ -82,12 +83,17 @@ def strategy(timeout_s: float):
         if gpus:
             resolver = Resolver(port_base=port, gpus_per_node=gpus, auto_set_gpu=True)
         else:  # the resolver steps through GPUs per task even without GPUs: one slot per task, none assigned
-            slots = _tasks_per_node()
-            resolver = Resolver(port_base=port, gpus_per_node=slots, gpus_per_task=1, auto_set_gpu=False)
+            slurm = Resolver(port_base=port, gpus_per_node=_tasks_per_node(), gpus_per_task=1, auto_set_gpu=False)
+            spec = slurm.cluster_spec()  # also sets its task type and id
+            # ... and then says each task has a GPU: the same cluster, with CPUs only
+            resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+                spec, task_type=slurm.task_type, task_id=slurm.task_id, num_accelerators={}, rpc_layer="grpc")
     _coordinate(resolver, timeout_s)
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+    # no CommunicationOptions(timeout_seconds=...): TensorFlow starts a timer thread for every
+    # collective op with a timeout, thousands a minute that live until it expires, and a long run
+    # dies of it; a process that stops is found by the coordination service's heartbeats instead
     try:
-        found = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+        found = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError) as exc:
         spec = resolver.cluster_spec().as_dict()
         raise DlxError(f"trainer.strategy=multi_worker: the cluster {spec} did not come together within "

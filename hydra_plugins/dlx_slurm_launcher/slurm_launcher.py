@@ -15,6 +15,7 @@ instead, and a job Slurm no longer knows counts as ended, so the launcher always
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import time
@@ -149,5 +150,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
             return super().launch(job_overrides, initial_job_idx)
         except UncompletedJobError as exc:  # killed, cancelled, out of memory: no result was written
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no result"
-            raise DlxError(f"hydra/launcher=slurm: a job ended without a result ({first}); its log is in "
-                           f"{self.params.get('submitit_folder')}") from None
+            job = re.search(r"Job (\d+(?:_\d+)?)", first)
+            folder = str(self.params.get("submitit_folder", "")).replace("%j", job.group(1).split("_")[0] if job else "JOBID")
+            raise DlxError(f"hydra/launcher=slurm: a job ended without a result ({first}); its log is in {folder}") from None
