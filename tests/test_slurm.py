@@ -55,6 +55,19 @@ def release(job: str) -> None:
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True, timeout=30)
 
 
+def requeue_at_epoch_3(workdir: Path, sweep: subprocess.Popen, timeout: float) -> tuple[Path, str]:
+    """Wait for the sweep's one Slurm job to finish epoch 3, requeue it (`scontrol requeue`, what
+    a preemption does) and let it start again; returns its task 0 log and its job id."""
+    wait_for(lambda: any((workdir / "sweep" / ".submitit").glob("*/*_0_log.out")) or sweep.poll() is not None,
+             timeout=120, what="the Slurm job's log")
+    log = next((workdir / "sweep" / ".submitit").glob("*/*_0_log.out"))
+    job = log.parent.name
+    wait_for(lambda: epochs_logged(log) >= 3 or sweep.poll() is not None, timeout=timeout, what="epoch 3")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    release(job)
+    return log, job
+
+
 def test_a_sweep_runs_each_job_through_sbatch(dlx, workdir, slurm_partition):
     dlx("train", "-m", *SLURM, f"hydra.launcher.partition={slurm_partition}", *TINY, "model=softmax,mlp",
         "hydra.sweep.dir=sweep", check=True, timeout=600)
@@ -82,13 +95,7 @@ def test_a_requeued_job_continues_from_its_last_epoch_and_ends_like_an_unstopped
     numbers equal those of a run that was never stopped."""
     sweep = start(workdir, "train", "-m", *SLURM, f"hydra.launcher.partition={slurm_partition}", *LONG,
                   "hydra.sweep.dir=sweep")
-    wait_for(lambda: any((workdir / "sweep" / ".submitit").glob("*/*_0_log.out")) or sweep.poll() is not None,
-             timeout=120, what="the Slurm job's log")
-    log = next((workdir / "sweep" / ".submitit").glob("*/*_0_log.out"))
-    job = log.parent.name
-    wait_for(lambda: epochs_logged(log) >= 3 or sweep.poll() is not None, timeout=120, what="epoch 3")
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
-    release(job)
+    log, job = requeue_at_epoch_3(workdir, sweep, timeout=120)
     wait_for(lambda: "resuming from the end of epoch" in log.read_text() or sweep.poll() is not None, timeout=120,
              what="the requeued job to resume")
     first = int(re.search(r"resuming from the end of epoch (\d+)", log.read_text()).group(1))
@@ -140,13 +147,7 @@ def test_one_job_as_two_slurm_tasks_trains_one_model_and_survives_a_requeue(work
            "trainer.device=cpu"]
     sweep = start(workdir, "train", "-m", *SLURM, f"hydra.launcher.partition={slurm_partition}",
                   "hydra.launcher.tasks_per_node=2", "trainer.strategy=multi_worker", *mlp, "hydra.sweep.dir=sweep")
-    wait_for(lambda: any((workdir / "sweep" / ".submitit").glob("*/*_0_log.out")) or sweep.poll() is not None,
-             timeout=120, what="the Slurm job's log")
-    log = next((workdir / "sweep" / ".submitit").glob("*/*_0_log.out"))
-    job = log.parent.name
-    wait_for(lambda: epochs_logged(log) >= 3 or sweep.poll() is not None, timeout=180, what="epoch 3")
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
-    release(job)
+    log, _ = requeue_at_epoch_3(workdir, sweep, timeout=180)
     _, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err[-3000:]
     together = metrics(job_dirs(workdir / "sweep")[0])

@@ -284,8 +284,7 @@ def train(cfg: dict[str, Any], run_dir: Path, resume: bool = False,
     except Preempted as exc:
         tracker.suspend()
         again = after_preemption(exc.signum, launcher_max_requeues())
-        saved = state_file.read(state_file.resume_dir(run_dir))
-        done = f"stopped by signal {exc.signum}; " + (f"state saved at the end of epoch {saved['epoch']}" if saved else "no epoch had finished")
+        done = f"stopped by signal {exc.signum}; {state_file.saved_epoch(state_file.resume_dir(run_dir))}"
         if again and os.environ.get("SUBMITIT_EXECUTOR"):
             # no result for submitit to hand the launcher: it waits for the requeued run's result
             raise SystemExit(f"dlx train: {done}; Slurm requeued the job, which continues from there")

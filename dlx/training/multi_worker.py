@@ -141,10 +141,9 @@ def peers_fail_cleanly(strategy, state_dir):
         me = f"/job:{resolver.task_type}/replica:0/task:{resolver.task_id}"
         named = set(re.findall(r"/job:\w+/replica:\d+/task:\d+", exc.message)) - {me}
         who = sorted(named) or [exc.message.strip().splitlines()[0][:200]]
-        saved = state_file.read(state_dir)
-        done = f"state saved at the end of epoch {saved['epoch']}" if saved else "no epoch had finished"
         raise DlxError(f"trainer.strategy=multi_worker: {', '.join(who)} stopped answering ({type(exc).__name__}); "
-                       f"{done}; start every process again with resume={state_dir.parent.parent} (a Slurm requeue does)") from None
+                       f"{state_file.saved_epoch(state_dir)}; start every process again with "
+                       f"resume={state_dir.parent.parent} (a Slurm requeue does)") from None
 
 
 def _tasks_per_node() -> int:

@@ -33,6 +33,12 @@ def read(directory: Path) -> dict | None:
     return state
 
 
+def saved_epoch(directory: Path) -> str:
+    """What a stopped run left to continue from, in words (for the line that says it stopped)."""
+    saved = read(directory)
+    return f"state saved at the end of epoch {saved['epoch']}" if saved else "no epoch had finished"
+
+
 def save_groups(path: Path, **groups: list) -> None:
     """Lists of arrays in one .npz (group g's i-th array as `g{i}`, its length as `n_g`), written
     through a rename."""

@@ -57,7 +57,7 @@ def check_request(params: dict[str, Any], strategies: set[str]) -> None:
         name, cpus, mem, gres, count = (line.split("|") + [""] * 5)[:5]
         if name.endswith("*"):
             name = default = name[:-1]
-        gpus = sum(int(g.split(":")[-1].split("(")[0]) for g in gres.split(",") if g.startswith("gpu") and g.split(":")[-1].split("(")[0].isdigit())
+        gpus = sum(int(n) for n in re.findall(r"\bgpu(?::[A-Za-z][\w.-]*)?:(\d+)", gres))  # gpu:4, gpu:a100:4(S:0-1)
         nodes.setdefault(name, []).append((int(cpus.rstrip("+") or 0), int(mem.rstrip("+") or 0), gpus, int(count or 0)))
     partition = params.get("partition") or default
     if partition is None:
@@ -68,6 +68,7 @@ def check_request(params: dict[str, Any], strategies: set[str]) -> None:
     cpus = int(params.get("cpus_per_task") or 1)
     mem_mb = int(float(params.get("mem_gb") or 0) * 1024)
     gpus = int(params.get("gpus_per_node") or 0)
+    asked_nodes = int(params.get("nodes") or 1)
     best_cpus = max(n[0] for n in nodes[partition])
     best_mem = max(n[1] for n in nodes[partition])
     best_gpus = max(n[2] for n in nodes[partition])
@@ -80,11 +81,11 @@ def check_request(params: dict[str, Any], strategies: set[str]) -> None:
         raise DlxError(f"hydra.launcher.mem_gb={params.get('mem_gb')}: {where} {best_mem / 1024:.1f} GB for jobs")
     if gpus > best_gpus:
         raise DlxError(f"hydra.launcher.gpus_per_node={gpus}: {where} {best_gpus} GPUs")
-    if int(params.get("nodes") or 1) > total_nodes:
-        raise DlxError(f"hydra.launcher.nodes={params.get('nodes')}: partition {partition} has {total_nodes} node(s)")
-    processes = tasks * int(params.get("nodes") or 1)
+    if asked_nodes > total_nodes:
+        raise DlxError(f"hydra.launcher.nodes={asked_nodes}: partition {partition} has {total_nodes} node(s)")
+    processes = tasks * asked_nodes
     if processes > 1 and strategies != {"multi_worker"}:
-        raise DlxError(f"hydra.launcher.tasks_per_node={tasks}, nodes={params.get('nodes') or 1}: {processes} processes per job "
+        raise DlxError(f"hydra.launcher.tasks_per_node={tasks}, nodes={asked_nodes}: {processes} processes per job "
                        "train one model together only with trainer.strategy=multi_worker; otherwise keep one task per job")
 
 
