@@ -166,6 +166,8 @@ def test_one_job_as_two_slurm_tasks_trains_one_model_and_survives_a_requeue(work
     (["hydra.launcher.cpus_per_task=1", "hydra.launcher.tasks_per_node=4096"], "hydra.launcher.tasks_per_node: tasks_per_node=4096"),
     (["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=100000"], "hydra.launcher.mem_gb=100000: a node of partition"),
     (["hydra.launcher.cpus_per_task=1", "hydra.launcher.tasks_per_node=2"], "train one model together only with trainer.strategy=multi_worker"),
+    (["hydra.launcher.cpus_per_task=0"], "hydra.launcher.cpus_per_task=0: expected 1 or more"),
+    (["hydra.launcher.cpus_per_task=1", "hydra.launcher.nodes=-1"], "hydra.launcher.nodes=-1: expected 1 or more"),
 ])
 def test_a_request_the_cluster_cannot_meet_is_one_line_before_anything_is_submitted(dlx, workdir, slurm_partition, args, message):
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30).stdout

@@ -42,6 +42,10 @@ def _strategy(config, overrides: Sequence[str]) -> str:
 
 def check_request(params: dict[str, Any], strategies: set[str]) -> None:
     """The job request against the cluster's partitions and nodes (`sinfo`): one DlxError naming the key."""
+    for key, least in (("tasks_per_node", 1), ("cpus_per_task", 1), ("nodes", 1), ("timeout_min", 1), ("mem_gb", 0),
+                       ("gpus_per_node", 0)):
+        if params.get(key) is not None and params[key] < least:
+            raise DlxError(f"hydra.launcher.{key}={params[key]}: expected {least} or more")
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         raise DlxError("hydra/launcher=slurm: no Slurm on this machine (sinfo/sbatch not found); "
                        "on one machine use hydra/launcher=joblib")
