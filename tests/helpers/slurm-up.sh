@@ -12,9 +12,11 @@ if ! command -v slurmctld >/dev/null; then
   fi
 fi
 [ "$(id -u)" = 0 ] || { echo "starting slurmctld/slurmd needs root"; exit 1; }
-if sinfo -h -o "%a %t" 2>/dev/null | grep -q "up idle\|up mix\|up alloc"; then sinfo -h -o "%P %a %t %D"; exit 0; fi
+# sinfo keeps retrying a controller that does not answer: every call has a deadline
+state() { timeout 5 sinfo -h -o "%P %a %t %D" 2>/dev/null; }
+if state | grep -q "up idle\|up mix\|up alloc"; then state; exit 0; fi
 H=$(hostname)
-mkdir -p /etc/munge /etc/slurm /var/log/munge /run/munge /var/lib/munge /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+mkdir -p /etc/munge /etc/slurm /var/log/munge /run/munge /var/lib/munge /var/spool/slurmctld-dlxtest /var/spool/slurmd /var/log/slurm
 [ -f /etc/munge/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
 chown -R munge:munge /etc/munge /var/log/munge /run/munge /var/lib/munge; chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || /usr/sbin/munged --force 2>/dev/null
@@ -30,7 +32,7 @@ TaskPlugin=task/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-StateSaveLocation=/var/spool/slurmctld
+StateSaveLocation=/var/spool/slurmctld-dlxtest
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
@@ -39,8 +41,9 @@ JobRequeue=1
 NodeName=$H CPUs=$(nproc) RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 CONF
+# a state directory of its own: slurmctld refuses to start on another cluster's saved state
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
-for i in $(seq 30); do sinfo -h -o "%P %a %t %D" 2>/dev/null | grep -q idle && break; sleep 1; done
-sinfo -h -o "%P %a %t %D" 2>/dev/null | grep -q "idle\|mix\|alloc" || { echo "the Slurm node did not come up (see /var/log/slurm/)"; exit 1; }
-sinfo -h -o "%P %a %t %D"
+for i in $(seq 30); do state | grep -q idle && break; pgrep -x slurmctld >/dev/null || break; sleep 1; done
+state | grep -q "idle\|mix\|alloc" || { echo "the Slurm node did not come up (see /var/log/slurm/)"; exit 1; }
+state
