@@ -129,3 +129,20 @@ def test_a_cluster_that_never_forms_is_one_line_after_the_timeout(workdir):
     assert alone.returncode == 2 and time.monotonic() - t0 < 90
     assert "did not come together within trainer.collective_timeout_s=10 s" in err and "is every process started?" in err
     assert not (workdir / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_loss_that_diverges_stops_every_process_at_the_same_epoch(workdir):
+    # each process sees only its own step logs: a batch-level stop could leave one process waiting
+    # in a collective for the other; the epoch's loss, averaged across processes, decides for both
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    args = [*MLP, "trainer.strategy=multi_worker", "trainer.collective_timeout_s=60", "logger=none", "optimizer=sgd",
+            "optimizer.schedule=step", "optimizer.step_epochs=1", "optimizer.decay_rate=1e30"]
+    other = worker(workdir, 1, hosts, *args, "hydra.run.dir=helper")
+    chief = worker(workdir, 0, hosts, *args, "hydra.run.dir=chief")
+    for proc in (chief, other):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err[-2000:]
+        last = err.strip().splitlines()[-1]
+        assert "training diverged: loss became NaN/inf at epoch 2" in last and "last good checkpoint" in last, last
+    assert (workdir / "chief/checkpoints/last.keras").is_file() and not (workdir / "chief/metrics.json").exists()
