@@ -40,7 +40,7 @@ class EpochLog(keras.callbacks.Callback):
         self.seconds.append(now - self._t0)
         self.validation_seconds.append(now - self._val_t0 if self._val_t0 is not None else 0.0)
         parts = [f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))]
-        log.info("%sepoch %d/%d %s (%.1fs, validation %.1fs)", self.prefix, epoch + 1, self.params["epochs"], " ".join(parts),
+        log.info("%sepoch %d/%d %s (%.2fs, validation %.2fs)", self.prefix, epoch + 1, self.params["epochs"], " ".join(parts),
                  self.seconds[-1], self.validation_seconds[-1])
 
 
