@@ -48,6 +48,13 @@ def test_the_cluster_comes_from_tf_config_or_slurm_tasks(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["b:1"]}, "task": {"type": "worker", "index": 4}}))
     with pytest.raises(DlxError, match="TF_CONFIG: task worker 4 is not in its cluster"):
         multi_worker.cluster()
+    for jobs, wrong in (({"worker": "a:1"}, "cluster.worker must be a list of host:port, got str"),
+                        ({"worker": ["a:99999"]}, "cluster.worker address 'a:99999': expected host:port"),
+                        ({"worker": ["a"]}, "cluster.worker address 'a'"), ({"worker": [7]}, "cluster.worker address 7"),
+                        ({"chief": [":1"], "worker": ["b:1"]}, "cluster.chief address ':1'")):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": jobs, "task": {"type": "worker", "index": 0}}))
+        with pytest.raises(DlxError, match=wrong):
+            multi_worker.cluster()
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(DlxError, match="TF_CONFIG: expected"):
         multi_worker.cluster()

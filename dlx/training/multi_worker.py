@@ -62,11 +62,24 @@ def cluster() -> tuple[int, int] | None:
                            f"'index': i}}}} ({exc})") from None
         if kind not in ("chief", "worker") or not 0 <= index < len(jobs.get(kind, [])):
             raise DlxError(f"TF_CONFIG: task {kind} {index} is not in its cluster ({len(chiefs)} chief, {len(workers)} worker)")
+        for job in ("chief", "worker"):
+            _check_addresses(job, jobs.get(job, []))
         return (0 if kind == "chief" else index + len(chiefs)), len(chiefs) + len(workers)
     tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
     if os.environ.get("SLURM_JOB_ID") and tasks > 1:
         return int(os.environ.get("SLURM_PROCID", 0)), tasks
     return None
+
+
+def _check_addresses(job: str, tasks) -> None:
+    """TF_CONFIG's addresses of one job: a list of host:port (TensorFlow fails on anything else
+    with a traceback, or waits out the whole timeout for a port that cannot exist)."""
+    if not isinstance(tasks, list):
+        raise DlxError(f"TF_CONFIG: cluster.{job} must be a list of host:port, got {type(tasks).__name__}")
+    for address in tasks:
+        host, _, port = str(address).rpartition(":")
+        if not isinstance(address, str) or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise DlxError(f"TF_CONFIG: cluster.{job} address {address!r}: expected host:port with a port in 1..65535")
 
 
 def strategy(timeout_s: float):
