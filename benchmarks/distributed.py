@@ -44,12 +44,11 @@ EPOCHS = 3
 COMMON = ["model=mlp", "model.hidden=[256]", "dataset=fashion_mnist", f"dataset.path={FASHION}",
           f"trainer.epochs={EPOCHS}", "trainer.threads=1", "trainer.steps_per_execution=1",
           "trainer.early_stopping.enabled=false", "trainer.device=cpu", "logger=none"]
-EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ .*\(([\d.]+)s, validation ([\d.]+)s\)")
 
 
 def step_seconds(log: Path, steps: int) -> float:
     """Median training time of one step over epochs 2..E of a run's log."""
-    times = [(float(t) - float(v)) / steps for e, t, v in EPOCH_LINE.findall(log.read_text()) if int(e) > 1]
+    times = [seconds / steps for epoch, seconds in tables.training_seconds(log.read_text()).items() if epoch > 1]
     return statistics.median(times)
 
 

@@ -29,7 +29,6 @@ import tables  # benchmarks/tables.py: the script's directory is on sys.path
 
 DLX = [sys.executable, "-m", "dlx"]  # also where the console script is not installed
 HERE = Path(__file__).resolve().parent
-EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ .*\(([\d.]+)s, validation ([\d.]+)s\)")
 SIZE = {"n": 60_000, "batch": 256}
 DATA = ["--config-dir", str(HERE / "gpu_conf"), "dataset=random_mnist"]
 
@@ -57,7 +56,7 @@ def dlx_steps_per_s(work: Path, name: str, *overrides: str) -> tuple[float, str]
     if proc.returncode != 0:
         return float("nan"), proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
     log = (run / "train.log").read_text()
-    epochs = {int(e): float(t) - float(v) for e, t, v in EPOCH_LINE.findall(log)}
+    epochs = tables.training_seconds(log)
     device = re.search(r"device ([^\n]+)", log)
     steps = -(-SIZE["n"] // SIZE["batch"])
     replicas = json.loads((run / "metrics.json").read_text()).get("replicas", 1)

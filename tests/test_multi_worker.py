@@ -6,25 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from helpers import SCORES, dlx_exe, metrics, wait_for
+from helpers import SCORES, dlx_exe, free_ports, metrics, mlflow_runs, wait_for
 
 MLP = ["model=mlp", "trainer.epochs=5", "trainer.threads=1", "trainer.early_stopping.enabled=false", "trainer.device=cpu"]
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+def local_hosts(n: int) -> list[str]:
+    """Addresses for n processes of one cluster on 127.0.0.1."""
+    return [f"127.0.0.1:{p}" for p in free_ports(n)]
 
 
 def worker(workdir, index: int, hosts: list[str], *args: str) -> subprocess.Popen:
@@ -77,7 +71,7 @@ def test_multi_worker_outside_a_cluster_is_one_line(dlx, workdir):
 
 @pytest.mark.slow
 def test_two_processes_train_one_model_that_matches_one_process_with_the_same_global_batch(dlx, workdir):
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    hosts = local_hosts(2)
     args = [*MLP, "trainer.strategy=multi_worker", "trainer.collective_timeout_s=120"]
     other = worker(workdir, 1, hosts, *args, "logger=none", "hydra.run.dir=helper")
     chief = worker(workdir, 0, hosts, *args, "hydra.run.dir=chief")
@@ -89,10 +83,7 @@ def test_two_processes_train_one_model_that_matches_one_process_with_the_same_gl
     # only the chief writes the run: the other process's directory holds Hydra's config and nothing it trained
     assert not (workdir / "helper" / "checkpoints").exists() and not (workdir / "helper" / "metrics.json").exists()
     assert (workdir / "chief" / "model.keras").is_file() and (workdir / "chief" / "tb").is_dir()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    client, runs = mlflow_runs(workdir)
     assert len(runs) == 1 and runs[0].data.metrics["replicas"] == 2
 
     dlx("train", *MLP, "logger=none", "hydra.run.dir=alone", check=True)
@@ -106,7 +97,7 @@ def test_two_processes_train_one_model_that_matches_one_process_with_the_same_gl
 
 @pytest.mark.slow
 def test_a_process_that_dies_stops_the_other_with_one_line(workdir):
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    hosts = local_hosts(2)
     args = [*MLP, "trainer.epochs=300", "trainer.batch_size=16", "trainer.strategy=multi_worker",
             "trainer.collective_timeout_s=30", "logger=none"]
     other = worker(workdir, 1, hosts, *args, "hydra.run.dir=helper")
@@ -128,7 +119,7 @@ def test_a_process_that_dies_stops_the_other_with_one_line(workdir):
 
 @pytest.mark.slow
 def test_a_cluster_that_never_forms_is_one_line_after_the_timeout(workdir):
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    hosts = local_hosts(2)
     t0 = time.monotonic()
     alone = worker(workdir, 0, hosts, *MLP, "trainer.strategy=multi_worker", "trainer.collective_timeout_s=10",
                    "logger=none", "hydra.run.dir=run")
@@ -142,7 +133,7 @@ def test_a_cluster_that_never_forms_is_one_line_after_the_timeout(workdir):
 def test_a_loss_that_diverges_stops_every_process_at_the_same_epoch(workdir):
     # each process sees only its own step logs: a batch-level stop could leave one process waiting
     # in a collective for the other; the epoch's loss, averaged across processes, decides for both
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    hosts = local_hosts(2)
     args = [*MLP, "trainer.strategy=multi_worker", "trainer.collective_timeout_s=60", "logger=none", "optimizer=sgd",
             "optimizer.schedule=step", "optimizer.step_epochs=1", "optimizer.decay_rate=1e30"]
     other = worker(workdir, 1, hosts, *args, "hydra.run.dir=helper")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_cfg
+from helpers import free_port
 
 
 # --------------------------------------------------------------------------- signing (no model)
@@ -192,12 +192,6 @@ def test_samples_are_stored_for_retraining(api):
     bad = api("/v1/samples", *multipart([("file", "s.png", png)], {"label": "../../etc"}))
     assert bad.status_code == 422 and bad.json()["error"].startswith("label: expected one of 0, 1, 2")
     assert not (api.state / "etc").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def add_user(state: Path, name: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
-from helpers import SCORES, dlx_exe, job_dirs, metrics, start, wait_for
+from helpers import SCORES, dlx_exe, job_dirs, metrics, mlflow_runs, start, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -75,10 +75,7 @@ def test_a_sweep_runs_each_job_through_sbatch(dlx, workdir, slurm_partition):
     assert sorted(jobs) == [0, 1] and all(metrics(d)["test_accuracy"] > 0.1 for d in jobs.values())
     slurm_ids = [p.name for p in (workdir / "sweep" / ".submitit").iterdir() if p.is_dir()]
     assert slurm_ids and all(re.fullmatch(r"\d+(_\d+)?", i) for i in slurm_ids)  # real Slurm job ids
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    client, runs = mlflow_runs(workdir)
     parents = [r for r in runs if r.data.tags.get("dlx.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -112,10 +109,7 @@ def test_a_requeued_job_continues_from_its_last_epoch_and_ends_like_an_unstopped
 
     dlx("train", *LONG, "logger=none", "hydra.run.dir=alone", check=True, timeout=600)
     assert {k: metrics(done)[k] for k in SCORES} == {k: metrics(workdir / "alone")[k] for k in SCORES}
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    client, runs = mlflow_runs(workdir)
     children = [r for r in runs if r.data.tags.get("dlx.role") != "sweep"]
     assert len(children) == 1 and children[0].info.status == "FINISHED"  # one run, continued twice
     assert len(client.get_metric_history(children[0].info.run_id, "val_loss")) == 20

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
-from helpers import SCORES, SMALL, job_dirs, metrics, start, wait_for
+from helpers import SCORES, SMALL, free_port, job_dirs, metrics, mlflow_runs, start, wait_for
 
 
 # --------------------------------------------------------------------------- multirun isolation
@@ -36,10 +36,7 @@ def test_joblib_sweep_of_four_jobs_gives_four_mlflow_children_of_one_parent(dlx,
                "model=softmax,mlp", "optimizer.lr=0.01,0.1", "hydra.sweep.dir=sweep", check=True)
     # our joblib.yaml extends the plugin's schema on purpose; each job used to print Hydra's warning
     assert "ConfigStore schema" not in proc.stderr
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    client, runs = mlflow_runs(workdir)
     parents = [r for r in runs if r.data.tags.get("dlx.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -147,14 +144,11 @@ def test_ray_launcher_runs_a_two_job_sweep_on_a_ray_head(dlx, workdir):
     """Against a Ray head started here (`ray start --head` on 127.0.0.1), as on a cluster."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='the Ray launcher is an extra: pip install -e ".[ray]"')
     import shutil
-    import socket
     import tempfile
 
     ray = str(Path(sys.executable).with_name("ray"))
     short = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
                            "--include-dashboard=false", f"--temp-dir={short}"], capture_output=True, text=True,
@@ -225,10 +219,7 @@ def test_optuna_sweep_prunes_the_bad_trial_and_resumes_after_a_kill(dlx, workdir
     table = dlx("runs", "search", check=True).stdout
     assert "pruned" in table and table.index("optimizer.lr=0.03") < table.index("optimizer.lr=1e-07")
     # MLflow: the pruned trial's child run is marked
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
+    client, runs = mlflow_runs(workdir)
     bad = [r for r in runs if r.info.run_name == "optimizer.lr=1e-07" and r.info.status != "RUNNING"]
     assert bad and all(r.info.status == "KILLED" and r.data.tags["dlx.status"] == "pruned" for r in bad)
     assert len({r.data.tags.get("mlflow.parentRunId") for r in runs if r.data.tags.get("dlx.trial")}) == 1  # one parent

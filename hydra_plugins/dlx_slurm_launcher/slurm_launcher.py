@@ -116,8 +116,9 @@ class SqueueWatcher:
                 return
             text = out.stdout if out.returncode == 0 else ""  # every job gone: "Invalid job id specified"
             info = this.read_info("JobID|State|NodeList\n" + text) if text.strip() else {}
+            listed = {k.split("_")[0] for k in info}
             for job in this._registered - this._finished:
-                if job not in info and job.split("_")[0] not in {k.split("_")[0] for k in info}:
+                if job not in info and job.split("_")[0] not in listed:
                     info[job] = {"JobID": job, "State": "GONE", "NodeList": ""}  # ended longer ago than Slurm remembers
             this._info_dict.update(info)
             this._last_status_check = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,30 @@ def wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports on 127.0.0.1 that were free a moment ago (all bound at once, then released)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def mlflow_runs(workdir: Path):
+    """(client, runs of the 'dlx' experiment) of the default local store under `workdir`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'outputs/mlflow.db'}")
+    return client, client.search_runs([client.get_experiment_by_name("dlx").experiment_id])
 
 
 def build_model(c, spec):
